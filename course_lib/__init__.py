@@ -1,1 +1,31 @@
+"""course_lib: the reference library of "Attention, from dot-product to FlashAttention".
+
+Mask polarity everywhere in course_lib: a boolean mask is True where a key
+takes part in attention (as in ``F.scaled_dot_product_attention``).
+"""
+
 __version__ = "0.1.0"
+
+from course_lib.dot_product import attention_weights, scaled_dot_product_attention
+from course_lib.kernel_regression import nadaraya_watson, nadaraya_watson_weights
+from course_lib.masks import causal_mask, padding_mask
+from course_lib.plotting import plot_attention
+from course_lib.softmax import masked_softmax, softmax
+
+__all__ = [
+    "__version__",
+    # softmax.py
+    "softmax",
+    "masked_softmax",
+    # masks.py
+    "causal_mask",
+    "padding_mask",
+    # dot_product.py
+    "attention_weights",
+    "scaled_dot_product_attention",
+    # kernel_regression.py
+    "nadaraya_watson",
+    "nadaraya_watson_weights",
+    # plotting.py
+    "plot_attention",
+]

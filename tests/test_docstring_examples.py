@@ -1,0 +1,38 @@
+"""The `>>>` examples in course_lib's docstrings run, and every public function has one."""
+
+import doctest
+import importlib
+import inspect
+
+import matplotlib
+import pytest
+
+import course_lib
+
+matplotlib.use("Agg")  # plot_attention's example draws a figure
+
+MODULES = [
+    "course_lib.softmax",
+    "course_lib.masks",
+    "course_lib.dot_product",
+    "course_lib.kernel_regression",
+    "course_lib.plotting",
+]
+PUBLIC_FUNCTIONS = [
+    name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))
+]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_docstring_examples_run_and_print_what_they_show(module_name):
+    module = importlib.import_module(module_name)
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, verbose=False)
+    assert result.attempted > 0, f"{module_name} has no >>> examples"
+    assert result.failed == 0, f"{result.failed} docstring example(s) in {module_name} failed"
+
+
+@pytest.mark.parametrize("name", PUBLIC_FUNCTIONS)
+def test_public_function_documents_its_shapes_and_shows_an_example(name):
+    doc = inspect.getdoc(getattr(course_lib, name)) or ""
+    assert "Shapes:" in doc, f"course_lib.{name}'s docstring must list the shapes"
+    assert ">>>" in doc, f"course_lib.{name}'s docstring must show a runnable >>> example"
