@@ -1,0 +1,22 @@
+# nbgrader configuration of the course, read by every `attention-course` command that runs nbgrader
+# (release, autograde, demo). An instructor who drives nbgrader by hand can copy it to a course root.
+#
+# The course keeps nbgrader's layout (source -> release -> submitted -> autograded -> feedback) and
+# renames two steps so that the repository reads as a course: the instructor's notebooks live in
+# solutions/ and the student release in lessons/.
+c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
+
+c.CourseDirectory.course_id = "attention-course"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "lessons"
+# Never copy a student's own `course_lib/` (the checking kit that ships with the release) into the
+# grading folder: the hidden tests must import the instructor's full library, not the student's copy.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "course_lib"]
+
+# What a student sees in place of each solution.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Per-cell limit while grading: the longest cell of a lesson takes a few seconds; a student's
+# infinite loop is interrupted after this and the cell scores 0.
+c.Execute.timeout = 60

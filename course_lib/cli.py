@@ -1,0 +1,125 @@
+"""``attention-course``: the course's command line, for instructors and students.
+
+    attention-course demo                          grade the bundled sample class and print its scores
+    attention-course lab                           open JupyterLab on the lessons (students start here)
+    attention-course validate NOTEBOOK             run a notebook's visible tests before handing it in
+    attention-course release                       regenerate lessons/ from solutions/ (instructors)
+    attention-course autograde SUBMISSIONS --out DIR   grade a class through nbgrader
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from course_lib.lessons import LESSONS, get_lesson
+
+
+def _lessons(ids: list[str] | None):
+    return tuple(get_lesson(i) for i in ids) if ids else LESSONS
+
+
+def cmd_release(args) -> int:
+    from course_lib.grading.course import project_root
+    from course_lib.grading.release import release
+
+    project = project_root()
+    for folder in release(project, project / "lessons", _lessons(args.lesson)):
+        print(f"released {folder.relative_to(project)}/")
+    return 0
+
+
+def _grade_and_report(project: Path, submissions: Path, out: Path, lessons, quiet: bool) -> int:
+    from course_lib.grading.autograde import autograde
+
+    grades = autograde(project, submissions, out, lessons=lessons, progress=not quiet)
+    print(grades.table())
+    print(f"\nScores per cell: {out / 'scores.csv'}\nGrades: {out / 'grades.csv'}\n"
+          f"Feedback: {out / 'feedback'}/<student>/<lesson>/\nGradebook: {out / 'gradebook.db'}")
+    return 0
+
+
+def cmd_autograde(args) -> int:
+    from course_lib.grading.course import project_root
+
+    return _grade_and_report(project_root(), Path(args.submissions), Path(args.out), _lessons(args.lesson), args.quiet)
+
+
+def cmd_demo(args) -> int:
+    from course_lib.grading.course import project_root
+    from course_lib.grading.samples import write_sample_submissions
+
+    project = project_root()
+    out = Path(args.out) if args.out else project / "build" / "demo"
+    lessons = _lessons(args.lesson)
+    with tempfile.TemporaryDirectory(prefix="attention-demo-") as tmp:
+        submissions = write_sample_submissions(project, project / "lessons", Path(tmp) / "submitted", lessons)
+        students = sorted(p.name for p in submissions.iterdir())
+        print(f"Grading the sample class ({', '.join(students)}) on {len(lessons)} lesson(s) through nbgrader...")
+        return _grade_and_report(project, submissions, out, lessons, args.quiet)
+
+
+def cmd_validate(args) -> int:
+    from course_lib.grading.validate import validate
+
+    result = validate(Path(args.notebook), progress=not args.quiet)
+    print(result.summary())
+    return 0 if result.passed else 1
+
+
+def cmd_lab(args) -> int:
+    from course_lib.grading.course import project_root
+
+    lessons = project_root() / "lessons"
+    command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={lessons}", *args.jupyter_args]
+    os.execv(command[0], command)
+    return 0  # not reached
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="attention-course", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="grade the bundled sample class and print its score table")
+    p.add_argument("--out", help="course folder to grade into (default: build/demo in the project)")
+    p.add_argument("--lesson", action="append", help="only this lesson (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("lab", help="open JupyterLab on lessons/ (extra arguments go to jupyter lab)")
+    p.add_argument("jupyter_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_lab)
+
+    p = sub.add_parser("validate", help="run a notebook's visible tests and summarise them per exercise")
+    p.add_argument("notebook")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("release", help="regenerate lessons/ from solutions/ with nbgrader")
+    p.add_argument("--lesson", action="append", help="only this lesson (repeatable)")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("autograde", help="grade SUBMISSIONS/<student>/<lesson>/<notebook>.ipynb into --out")
+    p.add_argument("submissions")
+    p.add_argument("--out", required=True, help="course folder for the gradebook, CSVs and feedback")
+    p.add_argument("--lesson", action="append", help="only this lesson (repeatable)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_autograde)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, KeyError) as error:
+        print(f"attention-course {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""``attention-course autograde SUBMISSIONS --out DIR``: grade a class through nbgrader's real gradebook.
+
+``SUBMISSIONS`` is in nbgrader's layout, ``<student>/<lesson>/<notebook>.ipynb``. ``DIR`` becomes an
+nbgrader course root (``solutions/``, ``lessons/``, ``submitted/``, ``autograded/``, ``feedback/``,
+``gradebook.db``), so an instructor can go on with nbgrader's own tools (formgrader, export), and
+receives the results:
+
+- ``scores.csv``: one row per graded cell, ``student,lesson,notebook,grade_id,score,max_score``;
+- ``grades.csv``: one row per student and lesson, ``student,lesson,score,max_score``;
+- ``problems.csv``: every submission that could not be graded, and why (it scores 0);
+- ``feedback/<student>/<lesson>/<notebook>.html``: one feedback page per student and lesson.
+
+A submission that cannot be graded (not a notebook, missing, kernel death, ...) never stops the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import shutil
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+from tqdm import tqdm
+
+from course_lib.grading.course import (NBGRADER_CONFIG, materialise_source, nbgrader_api, nbgrader_failure,
+                                       read_source_notebook)
+from course_lib.lessons import LESSONS, Lesson
+
+
+@dataclass(frozen=True)
+class CellScore:
+    student: str
+    lesson: str
+    notebook: str
+    grade_id: str
+    score: float
+    max_score: float
+
+
+@dataclass(frozen=True)
+class Problem:
+    student: str
+    lesson: str
+    reason: str
+
+
+@dataclass
+class ClassGrades:
+    """What a run of the autograder found: a score for every graded cell, and the problems."""
+
+    cells: list[CellScore] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+    def totals(self) -> dict[tuple[str, str], tuple[float, float]]:
+        """(student, lesson) -> (score, max_score)."""
+        totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for cell in self.cells:
+            totals[cell.student, cell.lesson][0] += cell.score
+            totals[cell.student, cell.lesson][1] += cell.max_score
+        return {key: (score, max_score) for key, (score, max_score) in totals.items()}
+
+    def table(self) -> str:
+        """The class's scores as a plain-text table, one row per student, then the problems."""
+        totals = self.totals()
+        students = sorted({student for student, _ in totals})
+        lessons = [lesson.id for lesson in LESSONS if any(key[1] == lesson.id for key in totals)]
+        header = ["student", *lessons, "total"]
+        rows = []
+        for student in students:
+            row, score_sum, max_sum = [student], 0.0, 0.0
+            for lesson in lessons:
+                if (student, lesson) in totals:
+                    score, max_score = totals[student, lesson]
+                    row.append(f"{score:g} / {max_score:g}")
+                    score_sum, max_sum = score_sum + score, max_sum + max_score
+                else:
+                    row.append("-")
+            rows.append([*row, f"{score_sum:g} / {max_sum:g}"])
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(width) for cell, width in zip(r, widths)).rstrip() for r in [header, *rows]]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        if self.problems:
+            lines += ["", f"{len(self.problems)} submission(s) could not be graded (scored 0):"]
+            lines += [f"  {p.student} / {p.lesson}: {p.reason}" for p in self.problems]
+        return "\n".join(lines)
+
+
+def graded_cells(project: Path, lesson: Lesson) -> list[str]:
+    """Grade ids of the lesson's graded cells, in notebook order."""
+    return [
+        cell.metadata["nbgrader"]["grade_id"]
+        for cell in read_source_notebook(project, lesson).cells
+        if cell.metadata.get("nbgrader", {}).get("grade")
+    ]
+
+
+def find_submissions(submissions: Path, lessons: tuple[Lesson, ...]) -> tuple[list[tuple[str, Lesson, Path]], list[Problem]]:
+    """Every (student, lesson, notebook path) under ``submissions``, and what is wrong with the rest."""
+    if not submissions.is_dir():
+        raise FileNotFoundError(f"no submissions folder at {submissions}")
+    by_id = {lesson.id: lesson for lesson in lessons}
+    found, problems = [], []
+    for student_dir in sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for lesson_dir in sorted(p for p in student_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            lesson = by_id.get(lesson_dir.name)
+            if lesson is None:
+                problems.append(Problem(student_dir.name, lesson_dir.name,
+                                        f"not a lesson of the course (expected one of: {', '.join(by_id)})"))
+                continue
+            path = lesson_dir / f"{lesson.notebook}.ipynb"
+            if not path.is_file():
+                others = sorted(p.name for p in lesson_dir.glob("*.ipynb"))
+                found_text = f"; found {', '.join(others)}" if others else "; the folder holds no notebook"
+                problems.append(Problem(student_dir.name, lesson.id, f"missing notebook {path.name}{found_text}"))
+                continue
+            found.append((student_dir.name, lesson, path))
+    if not found and not problems:
+        raise FileNotFoundError(
+            f"no submissions found in {submissions}: expected <student>/<lesson>/<notebook>.ipynb, "
+            f"e.g. alice/{lessons[0].id}/{lessons[0].notebook}.ipynb"
+        )
+    return found, problems
+
+
+def notebook_problem(path: Path) -> str | None:
+    """Why ``path`` is not a notebook nbgrader can grade, or None."""
+    try:
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+    except Exception as error:  # any parse or schema error: report it, grade the others
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return f"not a valid notebook ({type(error).__name__}: {first_line})"
+    return None
+
+
+def explain_failure(result: dict) -> str:
+    """A reason for a failed nbgrader autograde that an instructor can act on."""
+    text = (result.get("error") or "") + (result.get("log") or "")
+    if "DeadKernelError" in text or "Kernel died" in text:
+        return "the kernel died while running the notebook (a crash, os._exit or running out of memory)"
+    if "CellTimeoutError" in text or "TimeoutError" in text:
+        return "running the notebook timed out"
+    return f"nbgrader could not grade it: {nbgrader_failure(result)}"
+
+
+def write_problem_feedback(out: Path, problem: Problem, notebook: str, max_score: float) -> None:
+    """A feedback page for a submission that could not be graded, so every student gets one."""
+    folder = out / "feedback" / problem.student / problem.lesson
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{notebook}.html").write_text(
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Feedback: "
+        f"{html.escape(problem.lesson)}</title></head><body>\n"
+        f"<h1>{html.escape(problem.lesson)}: 0 / {max_score:g}</h1>\n"
+        f"<p>Your submission could not be graded: {html.escape(problem.reason)}.</p>\n"
+        "<p>Check the file you handed in, then ask your instructor to grade it again.</p>\n</body></html>\n"
+    )
+
+
+def write_csvs(out: Path, grades: ClassGrades) -> None:
+    with open(out / "scores.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "lesson", "notebook", "grade_id", "score", "max_score"])
+        for c in grades.cells:
+            writer.writerow([c.student, c.lesson, c.notebook, c.grade_id, f"{c.score:g}", f"{c.max_score:g}"])
+    with open(out / "grades.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "lesson", "score", "max_score"])
+        for (student, lesson), (score, max_score) in sorted(grades.totals().items()):
+            writer.writerow([student, lesson, f"{score:g}", f"{max_score:g}"])
+    with open(out / "problems.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "lesson", "reason"])
+        for p in grades.problems:
+            writer.writerow([p.student, p.lesson, p.reason])
+
+
+def autograde(project: Path, submissions: Path, out: Path, *, lessons: tuple[Lesson, ...] = LESSONS,
+              progress: bool = True) -> ClassGrades:
+    """Grade every submission under ``submissions`` into the course root ``out``; see the module doc."""
+    from nbgrader.api import Gradebook
+
+    submissions, out = submissions.resolve(), out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    found, problems = find_submissions(submissions, lessons)
+    api = nbgrader_api(project, out)
+    shutil.copyfile(project / NBGRADER_CONFIG, out / "nbgrader_config.py")  # `cd out && nbgrader ...` works
+    db_url, course_id = api.coursedir.db_url, api.coursedir.course_id
+
+    used = ({lesson.id for _, lesson, _ in found} | {p.lesson for p in problems}) & {l.id for l in lessons}
+    cell_ids = {}
+    for lesson in lessons:
+        if lesson.id in used:
+            materialise_source(project, lesson, out)
+            result = api.generate_assignment(lesson.id, force=True, create=True)
+            if not result["success"]:
+                raise RuntimeError(f"nbgrader generate_assignment failed for {lesson.id}: {nbgrader_failure(result)}")
+            cell_ids[lesson.id] = graded_cells(project, lesson)
+
+    graded: list[tuple[str, Lesson]] = []
+    for student, lesson, path in tqdm(found, desc="autograding", unit="notebook", disable=not progress):
+        reason = notebook_problem(path)
+        if reason is None:
+            for step in ("submitted", "autograded", "feedback"):
+                shutil.rmtree(out / step / student / lesson.id, ignore_errors=True)
+            target = out / "submitted" / student / lesson.id
+            target.mkdir(parents=True)
+            shutil.copyfile(path, target / path.name)  # only the notebook: the kit and cases are the instructor's
+            result = api.autograde(lesson.id, student, force=True, create=True)
+            if result["success"]:
+                graded.append((student, lesson))
+                continue
+            reason = explain_failure(result)
+            with Gradebook(db_url, course_id=course_id) as gb:  # no half-graded submission stays behind
+                try:
+                    gb.remove_submission(lesson.id, student)
+                except Exception:
+                    pass
+        problems.append(Problem(student, lesson.id, reason))
+
+    grades = ClassGrades(problems=list(problems))  # feedback failures add to it; they score as graded
+    with Gradebook(db_url, course_id=course_id) as gb:
+        for student, lesson in graded:
+            result = api.generate_feedback(lesson.id, student, force=True)
+            if not result["success"]:
+                grades.problems.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(result)}"))
+            scores = {g.name: g for g in gb.find_submission_notebook(lesson.notebook, lesson.id, student).grades}
+            for grade_id in cell_ids[lesson.id]:
+                grade = scores[grade_id]
+                grades.cells.append(CellScore(student, lesson.id, lesson.notebook, grade_id,
+                                              float(grade.score), float(grade.max_score)))
+        for problem in problems:
+            if problem.lesson not in cell_ids:
+                continue  # not a lesson of the course: nothing to score
+            lesson = next(l for l in lessons if l.id == problem.lesson)
+            notebook = gb.find_notebook(lesson.notebook, lesson.id)
+            max_scores = {cell.name: float(cell.max_score) for cell in notebook.grade_cells}
+            for grade_id in cell_ids[lesson.id]:
+                grades.cells.append(CellScore(problem.student, lesson.id, lesson.notebook, grade_id, 0.0,
+                                              max_scores[grade_id]))
+            write_problem_feedback(out, problem, lesson.notebook, sum(max_scores.values()))
+
+    grades.cells.sort(key=lambda c: (c.student, c.lesson, cell_ids[c.lesson].index(c.grade_id)))
+    write_csvs(out, grades)
+    return grades

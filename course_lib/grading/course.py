@@ -1,0 +1,99 @@
+"""The bridge between this repository and nbgrader: where the project is, and a course root nbgrader can read.
+
+The instructor's notebooks live in ``solutions/`` as jupytext percent-format text. nbgrader reads
+``.ipynb`` files, so every command that runs nbgrader first *materialises* a course root: a folder
+in nbgrader's layout whose ``solutions/<lesson>/`` holds the notebook converted to ``.ipynb`` and the
+lesson's ``visible_cases.pt`` (the expected outputs the visible tests compare with). nbgrader's
+autograde copies every non-notebook file of that folder over the student's, so the cases used in
+grading are always the instructor's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import jupytext
+import nbformat
+import torch
+from traitlets.config import Config, PyFileConfigLoader
+
+from course_lib.lessons import Lesson
+
+VISIBLE_CASES_FILE = "visible_cases.pt"
+NBGRADER_CONFIG = Path("autograde") / "nbgrader_config.py"
+
+
+class ProjectNotFound(RuntimeError):
+    pass
+
+
+def project_root() -> Path:
+    """The checkout of the course: ``$ATTENTION_COURSE_ROOT``, else the folder above ``course_lib``."""
+    candidates = []
+    if os.environ.get("ATTENTION_COURSE_ROOT"):
+        candidates.append(Path(os.environ["ATTENTION_COURSE_ROOT"]))
+    candidates.append(Path(__file__).resolve().parents[2])
+    for candidate in candidates:
+        if (candidate / "solutions").is_dir() and (candidate / NBGRADER_CONFIG).is_file():
+            return candidate.resolve()
+    raise ProjectNotFound(
+        "cannot find the course's files (solutions/ and autograde/nbgrader_config.py). "
+        "Run attention-course from a clone of the course installed with `pip install -e .` "
+        "(./course does that), or set ATTENTION_COURSE_ROOT to the clone."
+    )
+
+
+def nbgrader_config(project: Path, course_root: Path) -> Config:
+    """The course's nbgrader configuration (autograde/nbgrader_config.py), rooted at ``course_root``."""
+    loader = PyFileConfigLoader(NBGRADER_CONFIG.name, path=str(project / NBGRADER_CONFIG.parent))
+    config = loader.load_config()
+    config.CourseDirectory.root = str(course_root.resolve())
+    return config
+
+
+def nbgrader_api(project: Path, course_root: Path):
+    """nbgrader's high-level API on ``course_root``; its own log is captured, not printed."""
+    from nbgrader.apps import NbGraderAPI
+    from nbgrader.coursedir import CourseDirectory
+
+    config = nbgrader_config(project, course_root)
+    coursedir = CourseDirectory(config=config)
+    api = NbGraderAPI(coursedir=coursedir, config=config)
+    api.log.setLevel(logging.ERROR)
+    return api
+
+
+def read_source_notebook(project: Path, lesson: Lesson) -> nbformat.NotebookNode:
+    """The instructor's notebook of ``lesson``, read from its jupytext source.
+
+    Cell ids are derived from the cell's position and grade id, so that converting the same source
+    twice gives byte-identical notebooks (jupytext would otherwise draw random ids).
+    """
+    notebook = jupytext.read(project / lesson.source_path)
+    notebook.metadata.pop("jupytext", None)
+    for index, cell in enumerate(notebook.cells):
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        cell["id"] = f"{index:03d}-{grade_id}" if grade_id else f"{index:03d}"
+    return notebook
+
+
+def materialise_source(project: Path, lesson: Lesson, course_root: Path) -> Path:
+    """Write ``lesson``'s source notebook and visible cases into ``course_root``; return the folder."""
+    from course_lib.grading.exercises import visible_cases_for_lesson
+
+    folder = course_root / "solutions" / lesson.id
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(read_source_notebook(project, lesson), folder / f"{lesson.notebook}.ipynb")
+    torch.save(visible_cases_for_lesson(lesson.id), folder / VISIBLE_CASES_FILE)
+    return folder
+
+
+def nbgrader_failure(result: dict) -> str:
+    """The last line of the traceback nbgrader captured, or its last error log line."""
+    for text in (result.get("error") or "", result.get("log") or ""):
+        lines = [line for line in text.strip().splitlines() if line.strip()]
+        if lines:
+            return lines[-1].strip()
+    return "nbgrader failed without a message"

@@ -1,0 +1,120 @@
+"""Grading a class end to end through nbgrader: the demo's sample class and broken submissions."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from course_lib.cli import main
+from course_lib.grading.autograde import autograde
+from course_lib.grading.samples import fill_in
+from course_lib.lessons import LESSONS
+
+PROJECT = Path(__file__).resolve().parents[1]
+LESSON = LESSONS[0]
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, capsys_module=None):
+    """`attention-course demo` run once: its printed table and its output folder."""
+    out = tmp_path_factory.mktemp("demo")
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        status = main(["demo", "--out", str(out), "--quiet"])
+    return status, buffer.getvalue(), out
+
+
+def test_demo_exits_cleanly_and_prints_every_sample_student(demo):
+    status, printed, _ = demo
+    assert status == 0
+    for student in ("full_marks", "blank", "partly_right", "wrong"):
+        assert any(line.startswith(student) for line in printed.splitlines()), printed
+    assert "could not be graded" not in printed, printed
+
+
+def test_each_sample_submission_earns_exactly_its_expected_cell_scores(demo):
+    _, _, out = demo
+    expected = {(r["student"], r["lesson"], r["grade_id"]): (float(r["score"]), float(r["max_score"]))
+                for r in read_csv(PROJECT / "autograde" / "samples" / "expected_scores.csv")}
+    actual = {(r["student"], r["lesson"], r["grade_id"]): (float(r["score"]), float(r["max_score"]))
+              for r in read_csv(out / "scores.csv")}
+    assert actual == expected
+
+
+def test_solution_earns_full_marks_and_blank_release_earns_zero(demo):
+    _, _, out = demo
+    grades = {(r["student"], r["lesson"]): (float(r["score"]), float(r["max_score"]))
+              for r in read_csv(out / "grades.csv")}
+    for lesson in LESSONS:
+        score, max_score = grades["full_marks", lesson.id]
+        assert max_score > 0 and score == max_score
+        assert grades["blank", lesson.id] == (0.0, max_score)
+    assert read_csv(out / "problems.csv") == []
+
+
+def test_scores_csv_and_grades_csv_agree_and_have_the_documented_columns(demo):
+    _, _, out = demo
+    scores, grades = read_csv(out / "scores.csv"), read_csv(out / "grades.csv")
+    assert list(scores[0]) == ["student", "lesson", "notebook", "grade_id", "score", "max_score"]
+    assert list(grades[0]) == ["student", "lesson", "score", "max_score"]
+    for row in grades:
+        cells = [r for r in scores if (r["student"], r["lesson"]) == (row["student"], row["lesson"])]
+        assert sum(float(r["score"]) for r in cells) == float(row["score"])
+        assert sum(float(r["max_score"]) for r in cells) == float(row["max_score"])
+
+
+def test_every_student_gets_a_feedback_page_per_lesson_with_their_score(demo):
+    _, _, out = demo
+    for row in read_csv(out / "grades.csv"):
+        lesson = next(l for l in LESSONS if l.id == row["lesson"])
+        page = out / "feedback" / row["student"] / lesson.id / f"{lesson.notebook}.html"
+        assert page.is_file(), page
+        assert f"Score: {float(row['score']):g}" in page.read_text().replace(".0 /", " /") or \
+            row["score"] in page.read_text()
+
+
+def test_broken_submissions_are_reported_by_name_score_zero_and_do_not_stop_the_others(tmp_path):
+    released = nbformat.read(PROJECT / "lessons" / LESSON.id / f"{LESSON.notebook}.ipynb", as_version=4)
+    first_solution = next(c.metadata["nbgrader"]["grade_id"] for c in released.cells
+                          if c.metadata.get("nbgrader", {}).get("solution"))
+    submissions = tmp_path / "submitted"
+
+    def submit(student: str, notebook_name: str = f"{LESSON.notebook}.ipynb") -> Path:
+        folder = submissions / student / LESSON.id
+        folder.mkdir(parents=True)
+        return folder / notebook_name
+
+    nbformat.write(released, submit("blank"))
+    submit("bad_json").write_text('{"cells": [')
+    nbformat.write(released, submit("misnamed", "my_attempt.ipynb"))
+    nbformat.write(fill_in(released, {first_solution: "import os\nos._exit(1)"}), submit("kernel_dies"))
+    (submissions / "stray" / "lesson99").mkdir(parents=True)
+
+    grades = autograde(PROJECT, submissions, tmp_path / "out", progress=False)
+
+    reasons = {(p.student, p.lesson): p.reason for p in grades.problems}
+    assert reasons["bad_json", LESSON.id].startswith("not a valid notebook")
+    assert reasons["misnamed", LESSON.id] == f"missing notebook {LESSON.notebook}.ipynb; found my_attempt.ipynb"
+    assert "kernel died" in reasons["kernel_dies", LESSON.id]
+    assert "not a lesson of the course" in reasons["stray", "lesson99"]
+    totals = grades.totals()
+    max_score = totals["blank", LESSON.id][1]
+    for student in ("blank", "bad_json", "misnamed", "kernel_dies"):
+        assert totals[student, LESSON.id] == (0.0, max_score)
+    problems = read_csv(tmp_path / "out" / "problems.csv")
+    assert {(r["student"], r["lesson"]) for r in problems} == set(reasons)
+    for student in ("bad_json", "misnamed", "kernel_dies"):
+        page = tmp_path / "out" / "feedback" / student / LESSON.id / f"{LESSON.notebook}.html"
+        assert "could not be graded" in page.read_text()

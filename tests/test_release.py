@@ -1,0 +1,129 @@
+"""The student release: regenerated from solutions/, identical to what is committed, and leaking nothing."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+
+import course_lib
+from course_lib.grading.course import VISIBLE_CASES_FILE, read_source_notebook
+from course_lib.grading.release import STUDENT_KIT, release
+from course_lib.grading.samples import fill_in, solution_answers
+from course_lib.grading.validate import validate
+from course_lib.lessons import LESSONS
+
+PROJECT = Path(__file__).resolve().parents[1]
+PUBLIC_PACKAGES = {"numpy", "torch", "matplotlib", "__future__"}
+
+
+@pytest.fixture(scope="module")
+def fresh_release(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("release")
+    release(PROJECT, dest)
+    return dest
+
+
+def files_under(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and "__pycache__" not in p.parts and ".ipynb_checkpoints" not in p.parts}
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.id)
+def test_committed_lessons_folder_is_exactly_a_fresh_release(fresh_release, lesson):
+    committed, fresh = files_under(PROJECT / "lessons" / lesson.id), files_under(fresh_release / lesson.id)
+    assert committed.keys() == fresh.keys(), (
+        "lessons/ and a fresh release hold different files; run `attention-course release` and commit the result")
+    stale = [name for name in fresh if committed[name] != fresh[name]]
+    assert not stale, f"lessons/ is stale in {stale}; run `attention-course release` and commit the result"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.id)
+def test_release_holds_only_the_notebook_its_cases_and_the_student_kit(fresh_release, lesson):
+    expected = {f"{lesson.notebook}.ipynb", VISIBLE_CASES_FILE, "course_lib/__init__.py"}
+    expected |= {f"course_lib/{module}" for module in STUDENT_KIT}
+    expected |= {str(Path("course_lib") / Path(m).parent / "__init__.py") for m in STUDENT_KIT}
+    assert set(files_under(fresh_release / lesson.id)) == expected
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.id)
+def test_release_leaks_no_solution_and_no_hidden_test(fresh_release, lesson):
+    released_text = "\n".join(
+        data.decode("utf-8", errors="replace") for name, data in files_under(fresh_release / lesson.id).items()
+        if not name.endswith(".pt"))
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "check_against_reference",
+                   "course_lib.grading.exercises"):
+        assert marker not in released_text, f"{marker!r} found in the release of {lesson.id}"
+    source = read_source_notebook(PROJECT, lesson)
+    for cell in source.cells:
+        nbgrader = cell.metadata.get("nbgrader", {})
+        if not (nbgrader.get("solution") or nbgrader.get("grade")):
+            continue
+        # every line inside a solution or hidden-test block must be absent from the release
+        inside, secret_lines = False, []
+        for line in cell.source.splitlines():
+            if line.strip() in ("### BEGIN SOLUTION", "### BEGIN HIDDEN TESTS"):
+                inside = True
+            elif line.strip() in ("### END SOLUTION", "### END HIDDEN TESTS"):
+                inside = False
+            elif inside and len(line.strip()) > 12:
+                secret_lines.append(line.strip())
+        leaked = [line for line in secret_lines if line in released_text]
+        assert not leaked, f"{nbgrader['grade_id']}: these lines of the solution or hidden test leak: {leaked}"
+
+
+def test_student_kit_imports_only_the_standard_library_and_public_packages():
+    for module in STUDENT_KIT:
+        tree = ast.parse((Path(course_lib.__file__).parent / module).read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{module}: relative import (the kit is copied module by module)"
+                names = [node.module]
+            for name in names:
+                top = name.split(".")[0]
+                assert top in PUBLIC_PACKAGES or top in sys.stdlib_module_names, f"{module} imports {name}"
+
+
+def test_student_kit_defines_no_function_of_the_reference_library():
+    public = set(course_lib.__all__)
+    for module in STUDENT_KIT:
+        tree = ast.parse((Path(course_lib.__file__).parent / module).read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+        assert not (defined & public) - {"plot_attention"}, f"{module} defines {(defined & public)}"
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.id)
+def test_visible_cases_load_safely(fresh_release, lesson):
+    cases = torch.load(fresh_release / lesson.id / VISIBLE_CASES_FILE, weights_only=True)
+    assert cases and all(isinstance(v, list) and v for v in cases.values())
+
+
+@pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.id)
+def test_release_with_the_solutions_filled_in_passes_every_visible_test_using_only_its_own_kit(
+        fresh_release, tmp_path, lesson):
+    folder = tmp_path / lesson.id
+    folder.mkdir()
+    for name, data in files_under(fresh_release / lesson.id).items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    notebook = nbformat.read(folder / f"{lesson.notebook}.ipynb", as_version=4)
+    notebook = fill_in(notebook, solution_answers(PROJECT, lesson))
+    # a last cell that records which course_lib the kernel imported
+    notebook.cells.append(nbformat.v4.new_code_cell(
+        "import course_lib, pathlib; pathlib.Path('kit_used.txt').write_text(course_lib.__file__)"))
+    path = folder / f"{lesson.notebook}.ipynb"
+    nbformat.write(notebook, path)
+
+    result = validate(path, progress=False)
+
+    assert result.passed, result.summary()
+    assert not result.other_errors, result.summary()
+    assert Path((folder / "kit_used.txt").read_text()).is_relative_to(folder), \
+        "the release imported the full course_lib instead of its own student kit"
