@@ -20,3 +20,6 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Per-cell limit while grading: the longest cell of a lesson takes a few seconds; a student's
 # infinite loop is interrupted after this and the cell scores 0.
 c.Execute.timeout = 60
+# Kernel arguments: no history file (nbgrader's default for Python) and no start-up warning about
+# TCP transport on every kernel, which would bury the grading summary.
+c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]

@@ -18,11 +18,14 @@ from __future__ import annotations
 import csv
 import html
 import shutil
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbgrader.api import Gradebook
+from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 
 from course_lib.grading.course import (NBGRADER_CONFIG, materialise_source, nbgrader_api, nbgrader_failure,
@@ -180,8 +183,14 @@ def write_csvs(out: Path, grades: ClassGrades) -> None:
 def autograde(project: Path, submissions: Path, out: Path, *, lessons: tuple[Lesson, ...] = LESSONS,
               progress: bool = True) -> ClassGrades:
     """Grade every submission under ``submissions`` into the course root ``out``; see the module doc."""
-    from nbgrader.api import Gradebook
+    with warnings.catch_warnings():
+        # nbgrader's own session handling warns on every new submission; nothing we can act on
+        warnings.simplefilter("ignore", SAWarning)
+        return _autograde(project, submissions, out, lessons, progress)
 
+
+def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesson, ...],
+               progress: bool) -> ClassGrades:
     submissions, out = submissions.resolve(), out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     found, problems = find_submissions(submissions, lessons)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import sys
 from pathlib import Path
 
 import jupytext
@@ -58,6 +60,11 @@ def nbgrader_api(project: Path, course_root: Path):
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
+    # nbgrader runs the `alembic` executable of its environment by name: make sure that environment's
+    # bin/ is on PATH even when the interpreter was started by path, without activating the venv.
+    bin_dir = str(Path(sys.executable).parent)
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     config = nbgrader_config(project, course_root)
     coursedir = CourseDirectory(config=config)
     api = NbGraderAPI(coursedir=coursedir, config=config)
@@ -91,9 +98,12 @@ def materialise_source(project: Path, lesson: Lesson, course_root: Path) -> Path
 
 
 def nbgrader_failure(result: dict) -> str:
-    """The last line of the traceback nbgrader captured, or its last error log line."""
-    for text in (result.get("error") or "", result.get("log") or ""):
-        lines = [line for line in text.strip().splitlines() if line.strip()]
-        if lines:
-            return lines[-1].strip()
-    return "nbgrader failed without a message"
+    """The exception nbgrader's log or traceback names (not its "see the above traceback" epilogue)."""
+    text = (result.get("log") or "") + "\n" + (result.get("error") or "")
+    exceptions = [line.strip() for line in text.splitlines()
+                  if re.match(r"\s*[\w.]*(Error|Exception)\b.*:", line) and "see the the above" not in line
+                  and "Please see" not in line]
+    if exceptions:
+        return exceptions[0]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else "nbgrader failed without a message"

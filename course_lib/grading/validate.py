@@ -84,6 +84,7 @@ def validate(path: Path, progress: bool = True) -> Validation:
     ]
     bar = tqdm(total=len(notebook.cells), desc=f"running {path.name}", unit="cell", disable=not progress)
     client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
+                            extra_arguments=["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": str(path.parent)}},
                             on_cell_executed=lambda **_: bar.update())
     crashed = ""
