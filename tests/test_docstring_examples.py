@@ -17,6 +17,7 @@ MODULES = [
     "course_lib.dot_product",
     "course_lib.kernel_regression",
     "course_lib.plotting",
+    "course_lib.data.regression",
 ]
 PUBLIC_FUNCTIONS = [
     name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))
