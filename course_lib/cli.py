@@ -75,6 +75,9 @@ def cmd_lab(args) -> int:
 
     lessons = project_root() / "lessons"
     command = [sys.executable, "-m", "jupyter", "lab", f"--ServerApp.root_dir={lessons}", *args.jupyter_args]
+    if hasattr(os, "geteuid") and os.geteuid() == 0 and "--allow-root" not in command:
+        command.append("--allow-root")  # containers and cloud notebooks often run as root
+    os.chdir(lessons)  # nbgrader's lab extensions take the working directory as the course root
     os.execv(command[0], command)
     return 0  # not reached
 
@@ -90,8 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("lab", help="open JupyterLab on lessons/ (extra arguments go to jupyter lab)")
-    p.add_argument("jupyter_args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("lab", help="open JupyterLab on lessons/ (other arguments go to jupyter lab)")
     p.set_defaults(func=cmd_lab)
 
     p = sub.add_parser("validate", help="run a notebook's visible tests and summarise them per exercise")
@@ -113,10 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "lab":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.jupyter_args = extra
+    from course_lib.grading.course import ProjectNotFound
+
     try:
         return args.func(args)
-    except (FileNotFoundError, KeyError) as error:
+    except (FileNotFoundError, KeyError, ProjectNotFound) as error:
         print(f"attention-course {args.command}: {error}", file=sys.stderr)
         return 2
 
