@@ -6,7 +6,8 @@ filled in. Four students per lesson:
 - ``full_marks``: every answer is the instructor's solution (the source cell, markers removed);
 - ``blank``: the release, untouched;
 - one student per file ``autograde/samples/<lesson>/<student>.py``: a jupytext file holding only
-  answer cells, each carrying the nbgrader metadata (and so the ``grade_id``) of the cell it answers.
+  answer cells, each carrying the nbgrader metadata (and so the ``grade_id``) of the cell it answers,
+  and markdown saying who the student is.
 
 Building them from the current release keeps them valid whenever a lesson changes.
 """
@@ -41,12 +42,17 @@ def solution_answers(project: Path, lesson: Lesson) -> dict[str, str]:
 
 
 def file_answers(path: Path) -> dict[str, str]:
-    """The answer cells of a sample file, keyed by the grade id in their nbgrader metadata."""
+    """The answer cells of a sample file, keyed by the grade id in their nbgrader metadata.
+
+    Markdown cells describe the sample student and are not answers.
+    """
     answers = {}
     for cell in jupytext.read(path).cells:
+        if cell.cell_type == "markdown":
+            continue
         grade_id = _grade_id(cell)
         if grade_id is None:
-            raise ValueError(f"{path}: every cell of a sample answer file needs nbgrader metadata with a grade_id")
+            raise ValueError(f"{path}: every code cell of a sample answer file needs nbgrader metadata with a grade_id")
         answers[grade_id] = cell.source
     return answers
 
