@@ -23,3 +23,10 @@ c.Execute.timeout = 60
 # Kernel arguments: no history file (nbgrader's default for Python) and no start-up warning about
 # TCP transport on every kernel, which would bury the grading summary.
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]
+
+# Feedback shows every test cell's output, the failure messages of hidden tests included, but not
+# the hidden tests' code: nbgrader's default feedback prints the autograded cell source verbatim.
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]

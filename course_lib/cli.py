@@ -32,10 +32,11 @@ def cmd_release(args) -> int:
     return 0
 
 
-def _grade_and_report(project: Path, submissions: Path, out: Path, lessons, quiet: bool) -> int:
+def _grade_and_report(project: Path, submissions: Path, out: Path, lessons, quiet: bool,
+                      cell_timeout: int | None = None) -> int:
     from course_lib.grading.autograde import autograde
 
-    grades = autograde(project, submissions, out, lessons=lessons, progress=not quiet)
+    grades = autograde(project, submissions, out, lessons=lessons, progress=not quiet, cell_timeout=cell_timeout)
     print(grades.table())
     print(f"\nScores per cell: {out / 'scores.csv'}\nGrades: {out / 'grades.csv'}\n"
           f"Feedback: {out / 'feedback'}/<student>/<lesson>/\nGradebook: {out / 'gradebook.db'}")
@@ -45,7 +46,8 @@ def _grade_and_report(project: Path, submissions: Path, out: Path, lessons, quie
 def cmd_autograde(args) -> int:
     from course_lib.grading.course import project_root
 
-    return _grade_and_report(project_root(), Path(args.submissions), Path(args.out), _lessons(args.lesson), args.quiet)
+    return _grade_and_report(project_root(), Path(args.submissions), Path(args.out), _lessons(args.lesson), args.quiet,
+                             args.timeout)
 
 
 def cmd_demo(args) -> int:
@@ -109,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("submissions")
     p.add_argument("--out", required=True, help="course folder for the gradebook, CSVs and feedback")
     p.add_argument("--lesson", action="append", help="only this lesson (repeatable)")
+    p.add_argument("--timeout", type=int, metavar="SECONDS",
+                   help="limit per notebook cell; a cell that runs longer is interrupted and the rest "
+                        "of the notebook still runs (default: Execute.timeout of autograde/nbgrader_config.py)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_autograde)
     return parser

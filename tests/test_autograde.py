@@ -12,7 +12,7 @@ import pytest
 
 from course_lib.cli import main
 from course_lib.grading.autograde import autograde
-from course_lib.grading.samples import fill_in
+from course_lib.grading.samples import fill_in, solution_answers
 from course_lib.lessons import LESSONS
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -82,10 +82,22 @@ def test_every_student_gets_a_feedback_page_per_lesson_with_their_score(demo):
         assert f"(Score: {float(row['score']):.1f} / {float(row['max_score']):.1f})" in page.read_text()
 
 
+def test_feedback_shows_hidden_test_failures_but_not_the_hidden_tests_code(demo):
+    _, _, out = demo
+    pages = {row["student"]: (out / "feedback" / row["student"] / LESSON.id / f"{LESSON.notebook}.html").read_text()
+             for row in read_csv(out / "grades.csv") if row["lesson"] == LESSON.id}
+    for student, page in pages.items():
+        assert "BEGIN HIDDEN TESTS" not in page and "check_against_reference" not in page, student
+    # partly_right's Nadaraya-Watson passes the visible cases and fails a hidden one: the message shows
+    assert "hidden cases drawn with seed" in pages["partly_right"]
+    assert "queries far from every key" in pages["partly_right"]
+
+
 def test_broken_submissions_are_reported_by_name_score_zero_and_do_not_stop_the_others(tmp_path):
     released = nbformat.read(PROJECT / "lessons" / LESSON.id / f"{LESSON.notebook}.ipynb", as_version=4)
-    first_solution = next(c.metadata["nbgrader"]["grade_id"] for c in released.cells
-                          if c.metadata.get("nbgrader", {}).get("solution"))
+    solution_ids = [c.metadata["nbgrader"]["grade_id"] for c in released.cells
+                    if c.metadata.get("nbgrader", {}).get("solution")]
+    first_solution = solution_ids[0]
     submissions = tmp_path / "submitted"
 
     def submit(student: str, notebook_name: str = f"{LESSON.notebook}.ipynb") -> Path:
@@ -97,9 +109,14 @@ def test_broken_submissions_are_reported_by_name_score_zero_and_do_not_stop_the_
     submit("bad_json").write_text('{"cells": [')
     nbformat.write(released, submit("misnamed", "my_attempt.ipynb"))
     nbformat.write(fill_in(released, {first_solution: "import os\nos._exit(1)"}), submit("kernel_dies"))
+    # An endless loop in the first answer; the second answer is the solution and still earns its points.
+    second = solution_ids[1]
+    nbformat.write(fill_in(released, {first_solution: "while True:\n    pass",
+                                      second: solution_answers(PROJECT, LESSON)[second]}),
+                   submit("loops_forever"))
     (submissions / "stray" / "lesson99").mkdir(parents=True)
 
-    grades = autograde(PROJECT, submissions, tmp_path / "out", progress=False)
+    grades = autograde(PROJECT, submissions, tmp_path / "out", progress=False, cell_timeout=10)
 
     reasons = {(p.student, p.lesson): p.reason for p in grades.problems}
     assert reasons["bad_json", LESSON.id].startswith("not a valid notebook")
@@ -111,7 +128,15 @@ def test_broken_submissions_are_reported_by_name_score_zero_and_do_not_stop_the_
     for student in ("blank", "bad_json", "misnamed", "kernel_dies"):
         assert totals[student, LESSON.id] == (0.0, max_score)
     problems = read_csv(tmp_path / "out" / "problems.csv")
-    assert {(r["student"], r["lesson"]) for r in problems} == set(reasons)
+    assert {(r["student"], r["lesson"]) for r in problems if r["graded"] == "no"} == set(reasons)
+
+    notes = {(p.student, p.lesson): p.reason for p in grades.notes}
+    assert set(notes) == {("loops_forever", LESSON.id)}
+    assert notes["loops_forever", LESSON.id].startswith(f"{first_solution} ran past the 10 s limit per cell")
+    assert [r["student"] for r in problems if r["graded"] == "yes"] == ["loops_forever"]
+    looped = {c.grade_id: c.score for c in grades.cells if c.student == "loops_forever"}
+    assert looped[f"{first_solution}_tests"] == 0.0
+    assert looped[f"{second}_tests"] > 0.0
     for student in ("bad_json", "misnamed", "kernel_dies"):
         page = tmp_path / "out" / "feedback" / student / LESSON.id / f"{LESSON.notebook}.html"
         assert "could not be graded" in page.read_text()

@@ -7,7 +7,9 @@ receives the results:
 
 - ``scores.csv``: one row per graded cell, ``student,lesson,notebook,grade_id,score,max_score``;
 - ``grades.csv``: one row per student and lesson, ``student,lesson,score,max_score``;
-- ``problems.csv``: every submission that could not be graded, and why (it scores 0);
+- ``problems.csv``: ``student,lesson,graded,reason``: every submission that could not be graded
+  (``graded`` no: it scores 0), and every graded one in which a cell ran past the time limit and
+  was interrupted (``graded`` yes: that cell scores what its output earns, the others run on);
 - ``feedback/<student>/<lesson>/<notebook>.html``: one feedback page per student and lesson.
 
 A submission that cannot be graded (not a notebook, missing, kernel death, ...) never stops the others.
@@ -56,6 +58,7 @@ class ClassGrades:
 
     cells: list[CellScore] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)  # graded, but something went wrong on the way
 
     def totals(self) -> dict[tuple[str, str], tuple[float, float]]:
         """(student, lesson) -> (score, max_score)."""
@@ -88,6 +91,9 @@ class ClassGrades:
         if self.problems:
             lines += ["", f"{len(self.problems)} submission(s) could not be graded (scored 0):"]
             lines += [f"  {p.student} / {p.lesson}: {p.reason}" for p in self.problems]
+        if self.notes:
+            lines += ["", f"{len(self.notes)} submission(s) graded with a note:"]
+            lines += [f"  {p.student} / {p.lesson}: {p.reason}" for p in self.notes]
         return "\n".join(lines)
 
 
@@ -149,6 +155,21 @@ def explain_failure(result: dict) -> str:
     return f"nbgrader could not grade it: {nbgrader_failure(result)}"
 
 
+def timeout_note(autograded: Path, timeout: int) -> str | None:
+    """Which cells of an autograded notebook were interrupted at the time limit, or None."""
+    notebook = nbformat.read(autograded, as_version=4)
+    interrupted = [
+        cell.metadata.get("nbgrader", {}).get("grade_id") or f"cell {index + 1}"
+        for index, cell in enumerate(notebook.cells)
+        if cell.cell_type == "code"
+        and any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs)
+    ]
+    if not interrupted:
+        return None
+    return (f"{', '.join(interrupted)} ran past the {timeout} s limit per cell and "
+            f"{'was' if len(interrupted) == 1 else 'were'} interrupted; the rest of the notebook ran and was graded")
+
+
 def write_problem_feedback(out: Path, problem: Problem, notebook: str, max_score: float) -> None:
     """A feedback page for a submission that could not be graded, so every student gets one."""
     folder = out / "feedback" / problem.student / problem.lesson
@@ -175,26 +196,32 @@ def write_csvs(out: Path, grades: ClassGrades) -> None:
             writer.writerow([student, lesson, f"{score:g}", f"{max_score:g}"])
     with open(out / "problems.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["student", "lesson", "reason"])
+        writer.writerow(["student", "lesson", "graded", "reason"])
         for p in grades.problems:
-            writer.writerow([p.student, p.lesson, p.reason])
+            writer.writerow([p.student, p.lesson, "no", p.reason])
+        for p in grades.notes:
+            writer.writerow([p.student, p.lesson, "yes", p.reason])
 
 
 def autograde(project: Path, submissions: Path, out: Path, *, lessons: tuple[Lesson, ...] = LESSONS,
-              progress: bool = True) -> ClassGrades:
-    """Grade every submission under ``submissions`` into the course root ``out``; see the module doc."""
+              progress: bool = True, cell_timeout: int | None = None) -> ClassGrades:
+    """Grade every submission under ``submissions`` into the course root ``out``; see the module doc.
+
+    ``cell_timeout`` (seconds) overrides the limit per cell of ``autograde/nbgrader_config.py``.
+    """
     with warnings.catch_warnings():
         # nbgrader's own session handling warns on every new submission; nothing we can act on
         warnings.simplefilter("ignore", SAWarning)
-        return _autograde(project, submissions, out, lessons, progress)
+        return _autograde(project, submissions, out, lessons, progress, cell_timeout)
 
 
 def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesson, ...],
-               progress: bool) -> ClassGrades:
+               progress: bool, cell_timeout: int | None) -> ClassGrades:
     submissions, out = submissions.resolve(), out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     found, problems = find_submissions(submissions, lessons)
-    api = nbgrader_api(project, out)
+    api = nbgrader_api(project, out, cell_timeout)
+    timeout = api.config.Execute.timeout
     shutil.copyfile(project / NBGRADER_CONFIG, out / "nbgrader_config.py")  # `cd out && nbgrader ...` works
     db_url, course_id = api.coursedir.db_url, api.coursedir.course_id
 
@@ -229,12 +256,15 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
                     pass
         problems.append(Problem(student, lesson.id, reason))
 
-    grades = ClassGrades(problems=list(problems))  # feedback failures add to it; they score as graded
+    grades = ClassGrades(problems=list(problems))
     with Gradebook(db_url, course_id=course_id) as gb:
         for student, lesson in graded:
+            note = timeout_note(out / "autograded" / student / lesson.id / f"{lesson.notebook}.ipynb", timeout)
+            if note:
+                grades.notes.append(Problem(student, lesson.id, note))
             result = api.generate_feedback(lesson.id, student, force=True)
             if not result["success"]:
-                grades.problems.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(result)}"))
+                grades.notes.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(result)}"))
             scores = {g.name: g for g in gb.find_submission_notebook(lesson.notebook, lesson.id, student).grades}
             for grade_id in cell_ids[lesson.id]:
                 grade = scores[grade_id]
