@@ -13,7 +13,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from tqdm import tqdm
 
 CELL_TIMEOUT_S = 60
@@ -68,8 +68,11 @@ def _error_text(cell) -> str:
     return ""
 
 
-def validate(path: Path, progress: bool = True) -> Validation:
-    """Run the notebook at ``path`` in a fresh kernel and score its graded cells."""
+def validate(path: Path, progress: bool = True, cell_timeout: int = CELL_TIMEOUT_S) -> Validation:
+    """Run the notebook at ``path`` in a fresh kernel and score its graded cells.
+
+    A cell that runs longer than ``cell_timeout`` seconds stops the run; the summary says which.
+    """
     from nbgrader.utils import compute_checksum, determine_grade, is_grade, is_locked
 
     path = Path(path).resolve()
@@ -83,15 +86,24 @@ def validate(path: Path, progress: bool = True) -> Validation:
         and cell.metadata["nbgrader"]["checksum"] != compute_checksum(cell)
     ]
     bar = tqdm(total=len(notebook.cells), desc=f"running {path.name}", unit="cell", disable=not progress)
-    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", allow_errors=True,
+    running = {"index": 0}
+
+    def started(cell_index: int, **_) -> None:
+        running["index"] = cell_index
+
+    client = NotebookClient(notebook, timeout=cell_timeout, kernel_name="python3", allow_errors=True,
                             extra_arguments=["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"],
                             resources={"metadata": {"path": str(path.parent)}},
-                            on_cell_executed=lambda **_: bar.update())
+                            on_cell_execute=started, on_cell_executed=lambda **_: bar.update())
     crashed = ""
     try:
         client.execute()
     except DeadKernelError:
         crashed = "the kernel died (a crash, os._exit, or running out of memory)"
+    except CellTimeoutError:
+        cell = notebook.cells[running["index"]]
+        name = cell.metadata.get("nbgrader", {}).get("grade_id") or f"cell {running['index'] + 1}"
+        crashed = f"{name} ran longer than {cell_timeout} s (an endless loop?); the cells after it did not run"
     finally:
         bar.close()
 
