@@ -8,8 +8,9 @@ receives the results:
 - ``scores.csv``: one row per graded cell, ``student,lesson,notebook,grade_id,score,max_score``;
 - ``grades.csv``: one row per student and lesson, ``student,lesson,score,max_score``;
 - ``problems.csv``: ``student,lesson,graded,reason``: every submission that could not be graded
-  (``graded`` no: it scores 0), and every graded one in which a cell ran past the time limit and
-  was interrupted (``graded`` yes: that cell scores what its output earns, the others run on);
+  (``graded`` no: it scores 0), and every graded one with a note (``graded`` yes): a cell ran past
+  the time limit and was interrupted (it scores what its output earns, the rest runs on), or its
+  feedback page could not be written;
 - ``feedback/<student>/<lesson>/<notebook>.html``: one feedback page per student and lesson.
 
 A submission that cannot be graded (not a notebook, missing, kernel death, ...) never stops the others.
