@@ -1,0 +1,88 @@
+"""The graded exercises: their test inputs, and the live comparison with the reference library.
+
+Instructor side only: this package never ships to students. Each lesson defines its exercises in a
+module named for the lesson (``lesson1_dot_product.py``, ...), from the pieces in ``base.py``, and
+is registered in ``LESSON_MODULES`` below. For every exercise there are two sets of inputs. The *visible* set is small, readable and fixed (seeded by the exercise's name), and aims
+at the mistakes students really make: overflow on large logits, mask polarity, a fully masked row,
+the missing 1/sqrt(d), Lq != Lk, extra batch dims. The release stores its expected outputs beside
+the notebook (``visible_cases.pt``). The *hidden* set is drawn fresh at grading time, with random
+sizes and the edge cases (non-contiguous inputs, broadcast masks, float masks with -inf, custom
+scale, length 1), and compared with ``course_lib`` live by :func:`check_against_reference`.
+
+Expected outputs are computed by the reference in float64 and cast back to the input's dtype, so
+they are as exact as the dtype allows (the rule of flash-attn's ``attention_ref``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from typing import Any, Callable
+
+import torch
+
+from course_lib.grading.checks import CheckFailed, check_cases
+from course_lib.grading.exercises import lesson1_dot_product
+from course_lib.grading.exercises.base import TOLERANCES, Exercise
+
+# Each lesson's exercises live in a module named after the lesson; register a new one here.
+LESSON_MODULES = (lesson1_dot_product,)
+EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e in module.EXERCISES}
+
+
+# --- cases ----------------------------------------------------------------------------------------
+
+def _float64(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.double()
+    return value
+
+
+def _case(exercise: Exercise, description: str, args: list, kwargs: dict) -> dict:
+    """One case: the inputs and the reference's output, computed in float64 and cast back."""
+    expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
+    floats = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.is_floating_point()]
+    if expected.is_floating_point() and floats:
+        expected = expected.to(floats[0].dtype)
+    atol, rtol = TOLERANCES.get(expected.dtype, (0.0, 0.0))
+    return {"case": description, "args": args, "kwargs": kwargs, "expected": expected, "atol": atol, "rtol": rtol}
+
+
+def get_exercise(name: str) -> Exercise:
+    if name not in EXERCISES:
+        raise KeyError(f"no exercise called {name!r}; the course has: {', '.join(EXERCISES)}")
+    return EXERCISES[name]
+
+
+def exercises_of(lesson: str) -> list[Exercise]:
+    return [e for e in EXERCISES.values() if e.lesson == lesson]
+
+
+def visible_cases(exercise: str) -> list[dict]:
+    """The fixed visible cases of ``exercise`` (seeded by its name: the release is reproducible)."""
+    e = get_exercise(exercise)
+    g = torch.Generator().manual_seed(zlib.crc32(e.name.encode()))
+    return [_case(e, *inputs) for inputs in e.visible_inputs(g)]
+
+
+def visible_cases_for_lesson(lesson: str) -> dict[str, list[dict]]:
+    """What the release stores as ``visible_cases.pt`` for ``lesson``."""
+    return {e.name: visible_cases(e.name) for e in exercises_of(lesson)}
+
+
+def hidden_cases(exercise: str, seed: int) -> list[dict]:
+    e = get_exercise(exercise)
+    g = torch.Generator().manual_seed(seed)
+    return [_case(e, *inputs) for inputs in e.hidden_inputs(g)]
+
+
+def check_against_reference(exercise: str, fn: Callable, seed: int | None = None) -> None:
+    """The hidden test of ``exercise``: compare ``fn`` with course_lib on fresh inputs and edge cases.
+
+    ``seed`` None draws a fresh one; a failure names it, so the instructor can reproduce the run.
+    """
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    try:
+        check_cases(fn, hidden_cases(exercise, seed), exercise=exercise, kind="hidden")
+    except CheckFailed as failure:
+        raise CheckFailed(f"{failure}\n  (hidden cases drawn with seed {seed})") from None

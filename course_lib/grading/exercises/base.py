@@ -1,0 +1,35 @@
+"""What every lesson's exercise definitions share: the Exercise record, tolerances and input makers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+# (atol, rtol) by dtype of the expected output; booleans and integers compare exactly.
+TOLERANCES = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-8)}
+
+Inputs = list[tuple[str, list, dict]]  # (case description, args, kwargs)
+
+
+@dataclass(frozen=True)
+class Exercise:
+    name: str
+    lesson: str
+    reference: Callable[..., torch.Tensor]
+    visible_inputs: Callable[[torch.Generator], Inputs]
+    hidden_inputs: Callable[[torch.Generator], Inputs]
+
+
+def randn(g: torch.Generator, *shape: int, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
+    return torch.randn(*shape, generator=g, dtype=dtype) * scale
+
+
+def size(g: torch.Generator, low: int, high: int) -> int:
+    return int(torch.randint(low, high + 1, (1,), generator=g))
+
+
+def noncontiguous(x: torch.Tensor) -> torch.Tensor:
+    """The same values as ``x`` in a transposed (non-contiguous) layout."""
+    return x.transpose(-2, -1).contiguous().transpose(-2, -1)
