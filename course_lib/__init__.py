@@ -6,6 +6,19 @@ takes part in attention (as in ``F.scaled_dot_product_attention``).
 
 __version__ = "0.1.0"
 
+from course_lib.additive import (
+    AdditiveAttention,
+    AdditiveScore,
+    Attention,
+    DotScore,
+    GeneralScore,
+    additive_attention,
+    additive_scores,
+    dot_scores,
+    general_scores,
+    key_mask,
+)
+from course_lib.decoder import attention_decoder_step
 from course_lib.dot_product import attention_weights, scaled_dot_product_attention
 from course_lib.kernel_regression import nadaraya_watson, nadaraya_watson_weights
 from course_lib.masks import causal_mask, padding_mask
@@ -28,4 +41,17 @@ __all__ = [
     "nadaraya_watson_weights",
     # plotting.py
     "plot_attention",
+    # additive.py
+    "additive_scores",
+    "dot_scores",
+    "general_scores",
+    "additive_attention",
+    "key_mask",
+    "AdditiveScore",
+    "DotScore",
+    "GeneralScore",
+    "Attention",
+    "AdditiveAttention",
+    # decoder.py
+    "attention_decoder_step",
 ]

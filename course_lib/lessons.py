@@ -30,6 +30,13 @@ LESSONS: tuple[Lesson, ...] = (
         teaches="attention as soft lookup and kernel regression, stable softmax, masks, "
         "scaled dot-product attention, why 1/sqrt(d), heatmaps, permutation equivariance",
     ),
+    Lesson(
+        id="lesson2_additive",
+        notebook="additive_attention",
+        title="Additive attention",
+        teaches="Bahdanau's additive score and Luong's multiplicative ones, masking padded keys, "
+        "a GRU encoder-decoder with attention trained on dates, alignment heatmaps, the fixed-vector bottleneck",
+    ),
 )
 
 

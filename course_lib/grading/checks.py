@@ -39,12 +39,18 @@ def _index(flat_index: int, shape: torch.Size) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat_index), shape)) if len(shape) else ()
 
 
-def compare(actual: Any, expected: torch.Tensor, *, atol: float, rtol: float, name: str = "output") -> str | None:
+def compare(actual: Any, expected: torch.Tensor | tuple, *, atol: float, rtol: float, name: str = "output",
+            names: list[str] | None = None) -> str | None:
     """What is wrong with ``actual`` compared with ``expected``, or None when it matches.
 
     Checked in order: type, shape, dtype, NaN/inf where there should be none, then the values
     (exactly for booleans and integers; within ``atol + rtol * |expected|`` for floats).
+    ``expected`` may be a tuple of tensors (a function returning ``context, weights``): then
+    ``actual`` must be a tuple of as many tensors, compared one by one and reported by ``names``
+    (default ``output[0]``, ``output[1]``, ...).
     """
+    if isinstance(expected, tuple):
+        return _compare_tuple(actual, expected, atol=atol, rtol=rtol, names=names)
     if not isinstance(actual, torch.Tensor):
         return f"{name}: expected a torch.Tensor, got {_describe(actual)}"
     if actual.shape != expected.shape:
@@ -78,11 +84,26 @@ def compare(actual: Any, expected: torch.Tensor, *, atol: float, rtol: float, na
     return None
 
 
+def _compare_tuple(actual: Any, expected: tuple, *, atol: float, rtol: float,
+                   names: list[str] | None) -> str | None:
+    names = list(names) if names is not None else [f"output[{i}]" for i in range(len(expected))]
+    listing = f"({', '.join(names)})"
+    if not isinstance(actual, (tuple, list)):
+        return f"expected a tuple of {len(expected)} tensors {listing}, got {_describe(actual)}"
+    if len(actual) != len(expected):
+        return f"expected a tuple of {len(expected)} tensors {listing}, got a {type(actual).__name__} of {len(actual)}"
+    for item, expected_item, item_name in zip(actual, expected, names):
+        problem = compare(item, expected_item, atol=atol, rtol=rtol, name=item_name)
+        if problem is not None:
+            return problem
+    return None
+
+
 def _clone(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.clone()
-    if isinstance(value, list):
-        return [_clone(v) for v in value]
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
     if isinstance(value, dict):
         return {k: _clone(v) for k, v in value.items()}
     return value
@@ -109,7 +130,7 @@ def run_case(fn: Callable, case: dict) -> str | None:
         return f"raised {type(error).__name__}: {error}"
     if not (_same(args, case["args"]) and _same(kwargs, case["kwargs"])):
         return "modified its input tensors in place; compute a new tensor instead (e.g. x - m, not x -= m)"
-    return compare(actual, case["expected"], atol=case["atol"], rtol=case["rtol"])
+    return compare(actual, case["expected"], atol=case["atol"], rtol=case["rtol"], names=case.get("names"))
 
 
 def check_cases(fn: Callable, cases: list[dict], *, exercise: str, kind: str = "visible") -> None:
@@ -150,3 +171,34 @@ def load_visible_cases(exercise: str, path: str = VISIBLE_CASES_FILE) -> list[di
 def check_exercise(exercise: str, fn: Callable) -> None:
     """The visible test of ``exercise``: run ``fn`` on its stored cases and explain any failure."""
     check_cases(fn, load_visible_cases(exercise), exercise=exercise)
+
+
+def check_translations(translate: Callable, pairs: list[tuple[str, str]], *, min_accuracy: float,
+                       exercise: str, kind: str = "visible") -> None:
+    """The test of a trained model: run ``translate`` on the sources of ``pairs``, count exact matches.
+
+    ``translate`` maps a list of source strings to a list of translations (e.g. a model's
+    ``translate`` method). The accuracy is computed here, from the targets in ``pairs``; the check
+    passes when at least ``min_accuracy`` of the translations are exactly right.
+    """
+    if not callable(translate):
+        raise CheckFailed(f"{exercise}: expected a function or method that translates, got {_describe(translate)}")
+    sources = [source for source, _ in pairs]
+    try:
+        translations = list(translate(sources))
+    except NotImplementedError:
+        raise CheckFailed(f"{exercise}: not implemented yet: a function the model calls raises "
+                          "NotImplementedError") from None
+    except Exception as error:
+        raise CheckFailed(f"{exercise}: translating raised {type(error).__name__}: {error}") from None
+    if len(translations) != len(sources):
+        raise CheckFailed(f"{exercise}: {len(sources)} sources gave {len(translations)} translations")
+    wrong = [(s, t, out) for (s, t), out in zip(pairs, translations) if out != t]
+    accuracy = 1 - len(wrong) / len(pairs)
+    if accuracy < min_accuracy:
+        examples = "\n".join(f"  • {s!r}: expected {t!r}, got {out!r}" for s, t, out in wrong[:MAX_REPORTED_FAILURES])
+        raise CheckFailed(f"{exercise}: {accuracy:.1%} of {len(pairs)} {kind} examples translated exactly right, "
+                          f"{min_accuracy:.0%} needed. Some it got wrong:\n{examples}\n  Train longer, or check the "
+                          "decoder step and the loss curve.")
+    print(f"✓ {exercise}: {accuracy:.1%} of {len(pairs)} {kind} examples translated exactly right "
+          f"({min_accuracy:.0%} needed)")

@@ -22,11 +22,11 @@ from typing import Any, Callable
 import torch
 
 from course_lib.grading.checks import CheckFailed, check_cases
-from course_lib.grading.exercises import lesson1_dot_product
+from course_lib.grading.exercises import lesson1_dot_product, lesson2_additive
 from course_lib.grading.exercises.base import TOLERANCES, Exercise
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
-LESSON_MODULES = (lesson1_dot_product,)
+LESSON_MODULES = (lesson1_dot_product, lesson2_additive)
 EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e in module.EXERCISES}
 
 
@@ -35,17 +35,40 @@ EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e i
 def _float64(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.double()
+    if isinstance(value, dict):  # e.g. a model's parameters by name
+        return {k: _float64(v) for k, v in value.items()}
     return value
 
 
+def _float_tensors(values: list) -> list[torch.Tensor]:
+    found = []
+    for value in values:
+        if isinstance(value, dict):
+            found += _float_tensors(list(value.values()))
+        elif isinstance(value, torch.Tensor) and value.is_floating_point():
+            found.append(value)
+    return found
+
+
 def _case(exercise: Exercise, description: str, args: list, kwargs: dict) -> dict:
-    """One case: the inputs and the reference's output, computed in float64 and cast back."""
+    """One case: the inputs and the reference's output, computed in float64 and cast back.
+
+    A reference may return a tuple of tensors; a NamedTuple's field names then name the outputs in
+    failure messages (stored as ``names``, the tuple as a plain tuple so it loads with weights_only).
+    """
     expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
-    floats = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.is_floating_point()]
-    if expected.is_floating_point() and floats:
-        expected = expected.to(floats[0].dtype)
-    atol, rtol = TOLERANCES.get(expected.dtype, (0.0, 0.0))
-    return {"case": description, "args": args, "kwargs": kwargs, "expected": expected, "atol": atol, "rtol": rtol}
+    names = list(expected._fields) if hasattr(expected, "_fields") else None
+    outputs = tuple(expected) if isinstance(expected, tuple) else (expected,)
+    floats = _float_tensors([*args, *kwargs.values()])
+    if floats:
+        outputs = tuple(o.to(floats[0].dtype) if o.is_floating_point() else o for o in outputs)
+    first_float = next((o for o in outputs if o.is_floating_point()), outputs[0])
+    atol, rtol = TOLERANCES.get(first_float.dtype, (0.0, 0.0))
+    case = {"case": description, "args": args, "kwargs": kwargs,
+            "expected": outputs if isinstance(expected, tuple) else outputs[0], "atol": atol, "rtol": rtol}
+    if names is not None:
+        case["names"] = names
+    return case
 
 
 def get_exercise(name: str) -> Exercise:

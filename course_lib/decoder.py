@@ -1,0 +1,50 @@
+"""The decoder step of Bahdanau's model: attend to the source, then update the state and predict.
+
+At step t, with s_{t-1} the decoder's state, y_{t-1} the previous output character and h_1..h_Ls the
+encoder's annotations (the keys, and the values):
+
+    c_t, alpha_t = additive_attention(query = s_{t-1}, keys = values = h)     context (B, K)
+    s_t          = GRU([embed(y_{t-1}); c_t], s_{t-1})                          (B, H)
+    logits_t     = W_out [s_t; c_t] + b_out                                     (B, V)
+
+The query is the *previous* state: the decoder decides where to look before it writes, as in
+Bahdanau et al. (2015), eq. (6) and appendix A.2 (there with a maxout output layer; a linear one
+here). The step is a function on explicit parameters, so it plugs into
+:class:`course_lib.seq2seq.Seq2Seq`, and students' steps are checked against it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from course_lib.additive import additive_attention
+from course_lib.seq2seq import gru_cell
+
+__all__ = ["attention_decoder_step"]
+
+
+def attention_decoder_step(embedded: torch.Tensor, hidden: torch.Tensor, keys: torch.Tensor,
+                           source_lengths: torch.Tensor,
+                           params: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""One decoder step with additive attention: (logits, new hidden, attention weights).
+
+    Shapes:
+        embedded: (B, E), the embedding of the previous output character y_{t-1}.
+        hidden: (B, H), the previous decoder state s_{t-1}: the attention query.
+        keys: (B, Ls, K), the encoder's annotations h_j: attention keys and values.
+        source_lengths: (B,), the number of real source characters; padded keys get weight 0.
+        params: W_q (a, H), W_k (a, K), v (a,) for the score; W_ih (3H, E + K), W_hh (3H, H),
+            b_ih, b_hh (3H,) for the GRU (gates r, z, n as in nn.GRUCell); W_out (V, H + K),
+            b_out (V,) for the output layer.
+        returns: logits (B, V), s_t (B, H), weights (B, Ls).
+
+    Reference: Bahdanau et al., ICLR 2015, eqs. (4)-(6) and appendix A.2.
+    """
+    context, weights = additive_attention(hidden.unsqueeze(1), keys, keys, params["W_q"], params["W_k"],
+                                          params["v"], valid_lens=source_lengths)  # (B, 1, K), (B, 1, Ls)
+    context, weights = context.squeeze(1), weights.squeeze(1)  # (B, K), (B, Ls)
+    new_hidden = gru_cell(torch.cat([embedded, context], dim=-1), hidden,
+                          params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])  # (B, H)
+    logits = F.linear(torch.cat([new_hidden, context], dim=-1), params["W_out"], params["b_out"])  # (B, V)
+    return logits, new_hidden, weights
