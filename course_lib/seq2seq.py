@@ -172,7 +172,8 @@ class Seq2Seq(nn.Module):
             all_weights.append(weights)
         ids = torch.stack(outputs, dim=1)  # (B, 10)
         weights = None if all_weights[0] is None else torch.stack(all_weights, dim=1)
-        return [TARGET_VOCAB.decode(row) for row in ids], weights
+        # keep a predicted padding character: a translation is always 10 characters, right or wrong
+        return [TARGET_VOCAB.decode(row, strip_padding=False) for row in ids], weights
 
 
 def train_seq2seq(model: Seq2Seq, pairs: list[tuple[str, str]], steps: int = 600, batch_size: int = 64,

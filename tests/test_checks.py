@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.grading.checks import CheckFailed, check_cases, compare
+from course_lib.grading.checks import CheckFailed, check_cases, check_translations, compare
 
 
 def case(expected, *args, **kwargs):
@@ -96,3 +96,75 @@ def test_passing_cases_print_one_tick_line(capsys):
 def test_check_failed_renders_without_a_traceback():
     rendered = CheckFailed("ex: 0 of 1 visible cases pass.")._render_traceback_()
     assert rendered == ["\x1b[31mCheckFailed\x1b[0m: ex: 0 of 1 visible cases pass."]
+
+
+# --- outputs that are tuples of tensors (context, weights) ------------------------------------------
+
+def test_tuple_output_reports_the_named_output_that_is_wrong():
+    expected = (torch.zeros(2, 3), torch.ones(2, 4))
+    message = compare((torch.zeros(2, 3), torch.ones(4, 2)), expected, atol=0, rtol=0, names=["context", "weights"])
+    assert message == "weights: expected shape (2, 4), got (4, 2)"
+
+
+def test_tuple_output_without_names_is_numbered():
+    message = compare((torch.zeros(1), torch.zeros(1)), (torch.zeros(1), torch.ones(1)), atol=0, rtol=0)
+    assert message.startswith("output[1]: largest error 1 at index (0,)")
+
+
+def test_single_tensor_where_a_tuple_is_expected_says_what_to_return():
+    message = compare(torch.zeros(2), (torch.zeros(2), torch.zeros(2)), atol=0, rtol=0, names=["context", "weights"])
+    assert message == ("expected a tuple of 2 tensors (context, weights), got tensor of shape (2,), "
+                       "dtype torch.float32")
+
+
+def test_tuple_of_the_wrong_length_is_reported():
+    message = compare((torch.zeros(2),), (torch.zeros(2), torch.zeros(2)), atol=0, rtol=0)
+    assert message == "expected a tuple of 2 tensors (output[0], output[1]), got a tuple of 1"
+
+
+def test_matching_tuple_or_list_passes():
+    expected = (torch.zeros(2), torch.ones(3))
+    assert compare(expected, expected, atol=0, rtol=0) is None
+    assert compare(list(expected), expected, atol=0, rtol=0) is None
+
+
+def test_case_names_reach_the_failure_message():
+    named = case((torch.zeros(2), torch.ones(2)), torch.zeros(2))
+    named["names"] = ["context", "weights"]
+    assert "weights: largest error 1" in failure(lambda x: (x, x), named)
+
+
+def test_in_place_change_of_a_tensor_inside_a_dict_argument_is_reported():
+    def scale_in_place(params):
+        params["W"] *= 2
+        return params["W"]
+
+    params = {"W": torch.ones(2)}
+    assert "modified its input tensors in place" in failure(scale_in_place, case(torch.ones(2), params))
+    assert torch.equal(params["W"], torch.ones(2))
+
+
+# --- check_translations: the trained-model test computes the accuracy itself ---------------------------
+
+PAIRS = [("Mar 3 21", "2021-03-03"), ("3.3.21", "2021-03-03"), ("20210303", "2021-03-03"), ("1/2/03", "2003-01-02")]
+
+
+def test_translations_above_the_threshold_pass_and_say_the_accuracy(capsys):
+    check_translations(lambda sources: ["2021-03-03"] * len(sources), PAIRS, min_accuracy=0.75, exercise="model")
+    assert capsys.readouterr().out.strip() == "✓ model: 75.0% of 4 visible examples translated exactly right (75% needed)"
+
+
+def test_translations_below_the_threshold_fail_with_examples_of_mistakes():
+    with pytest.raises(CheckFailed) as info:
+        check_translations(lambda sources: ["2021-03-03"] * len(sources), PAIRS, min_accuracy=0.9, exercise="model")
+    message = str(info.value)
+    assert message.startswith("model: 75.0% of 4 visible examples translated exactly right, 90% needed.")
+    assert "'1/2/03': expected '2003-01-02', got '2021-03-03'" in message
+
+
+def test_translations_from_an_unfinished_model_say_so():
+    def unfinished(sources):
+        raise NotImplementedError()
+
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        check_translations(unfinished, PAIRS, min_accuracy=0.9, exercise="model")

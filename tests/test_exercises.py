@@ -50,7 +50,46 @@ def plain_nadaraya_watson(queries, keys, values, bandwidth=1.0):
     return plain_softmax(-((queries[:, None] - keys[None, :]) ** 2) / (2 * bandwidth**2)) @ values
 
 
-PLAIN = {"softmax": plain_softmax, "masked_softmax": plain_masked_softmax,
+def plain_additive_scores(queries, keys, W_q, W_k, v):
+    q = torch.einsum("...qd,hd->...qh", queries, W_q)
+    k = torch.einsum("...kd,hd->...kh", keys, W_k)
+    return torch.einsum("...qkh,h->...qk", torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3)), v)
+
+
+def plain_additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
+    scores = plain_additive_scores(queries, keys, W_q, W_k, v)
+    if valid_lens is not None:
+        scores = scores.masked_fill(torch.arange(keys.shape[-2]) >= valid_lens[:, None, None], -1e9)
+    weights = torch.softmax(scores, dim=-1)
+    return weights @ values, weights
+
+
+def plain_decoder_step(embedded, hidden, keys, source_lengths, params, query_from=None):
+    cell = torch.nn.GRUCell(embedded.shape[-1] + keys.shape[-1], hidden.shape[-1]).to(hidden.dtype)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(cell, name).copy_(params[name.replace("weight", "W").replace("bias", "b")])
+    query = hidden if query_from is None else query_from(embedded, hidden, cell, keys)
+    context, weights = plain_additive_attention(query[:, None], keys, keys, params["W_q"], params["W_k"], params["v"],
+                                                source_lengths)
+    with torch.no_grad():
+        new_hidden = cell(torch.cat([embedded, context[:, 0]], dim=-1), hidden)
+    logits = torch.cat([new_hidden, context[:, 0]], dim=-1) @ params["W_out"].T + params["b_out"]
+    return logits, new_hidden, weights[:, 0]
+
+
+def luong_order_step(embedded, hidden, keys, source_lengths, params):
+    """The mistake: query with the new state s_t (computed from a zero context), not s_{t-1}."""
+    def new_state(embedded, hidden, cell, keys):
+        with torch.no_grad():
+            return cell(torch.cat([embedded, torch.zeros(len(keys), keys.shape[-1], dtype=keys.dtype)], -1), hidden)
+    return plain_decoder_step(embedded, hidden, keys, source_lengths, params, query_from=new_state)
+
+
+PLAIN = {"additive_scores": plain_additive_scores, "additive_attention": plain_additive_attention,
+         "general_scores": lambda q, k, W: torch.einsum("...qd,de,...ke->...qk", q, W, k),
+         "decoder_step": plain_decoder_step,
+         "softmax": plain_softmax, "masked_softmax": plain_masked_softmax,
          "scaled_dot_product_attention": plain_attention, "nadaraya_watson": plain_nadaraya_watson}
 
 # A typical mistake per exercise, each of which the visible cases must catch.
@@ -62,6 +101,11 @@ MISTAKES = {
     "scaled_dot_product_attention": lambda q, k, v, attn_mask=None, is_causal=False, scale=None:
         plain_attention(q, k, v, attn_mask, is_causal, scale=1.0 if scale is None else scale),
     "nadaraya_watson": lambda q, k, v, bandwidth=1.0: torch.exp(-((q[:, None] - k[None, :]) ** 2) / 2) @ v,
+    "additive_scores": lambda q, k, W_q, W_k, v: ((q @ W_q.T).unsqueeze(-2) + (k @ W_k.T).unsqueeze(-3)) @ v,
+    "general_scores": lambda q, k, W: q @ k.transpose(-2, -1),  # forgets W: only runs when d_q = d_k
+    "additive_attention": lambda q, k, values, W_q, W_k, v, valid_lens=None:
+        plain_additive_attention(q, k, values, W_q, W_k, v, None),  # ignores the padding
+    "decoder_step": luong_order_step,
 }
 
 

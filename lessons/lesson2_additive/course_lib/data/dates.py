@@ -70,8 +70,9 @@ class Vocabulary:
             raise ValueError(f"characters {unknown} of {text!r} are not in the vocabulary {self.characters!r}")
         return [self.index[c] for c in text]
 
-    def decode(self, ids: list[int] | torch.Tensor) -> str:
-        return "".join(self.characters[int(i)] for i in ids if int(i) != 0)
+    def decode(self, ids: list[int] | torch.Tensor, strip_padding: bool = True) -> str:
+        """The characters of ``ids``; padding (id 0) is left out unless ``strip_padding`` is False."""
+        return "".join(self.characters[int(i)] for i in ids if int(i) != 0 or not strip_padding)
 
 
 # Every character any format can produce: the source vocabulary does not depend on the sample.
