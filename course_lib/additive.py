@@ -108,9 +108,16 @@ def key_mask(keys: torch.Tensor, mask: torch.Tensor | None = None,
              valid_lens: torch.Tensor | None = None) -> torch.Tensor | None:
     """The boolean mask (True = the key takes part) from either a mask or valid lengths.
 
-    ``valid_lens`` (B,) keeps the first valid_lens[b] keys of batch element b for every query,
-    as a (B, 1, Lk) mask; (B, Lq) gives each query its own length, as a (B, Lq, Lk) mask. ``keys``
-    is (B, Lk, d_k) for valid lengths.
+    Shapes:
+        keys: (B, Lk, d_k) when valid lengths are given (only its shape is used).
+        mask: None, or boolean broadcastable to (..., Lq, Lk): returned as it is.
+        valid_lens: (B,) keeps the first valid_lens[b] keys of batch element b for every query,
+        as a (B, 1, Lk) mask; (B, Lq) gives each query its own length, as a (B, Lq, Lk) mask.
+
+    >>> key_mask(torch.zeros(2, 3, 5), valid_lens=torch.tensor([3, 1]))
+    tensor([[[ True,  True,  True]],
+    <BLANKLINE>
+            [[ True, False, False]]])
     """
     if mask is not None and valid_lens is not None:
         raise ValueError("pass either mask or valid_lens, not both")

@@ -40,6 +40,13 @@ def attention_decoder_step(embedded: torch.Tensor, hidden: torch.Tensor, keys: t
         returns: logits (B, V), s_t (B, H), weights (B, Ls).
 
     Reference: Bahdanau et al., ICLR 2015, eqs. (4)-(6) and appendix A.2.
+
+    >>> from course_lib.seq2seq import decoder_parameters
+    >>> params = decoder_parameters(embed_size=3, hidden_size=4, key_size=6, attention_size=5, n_outputs=7)
+    >>> logits, hidden, weights = attention_decoder_step(torch.randn(2, 3), torch.zeros(2, 4), torch.randn(2, 5, 6),
+    ...                                                  torch.tensor([5, 2]), params)
+    >>> logits.shape, hidden.shape, weights[1, 2:].tolist()
+    (torch.Size([2, 7]), torch.Size([2, 4]), [0.0, 0.0, 0.0])
     """
     context, weights = additive_attention(hidden.unsqueeze(1), keys, keys, params["W_q"], params["W_k"],
                                           params["v"], valid_lens=source_lengths)  # (B, 1, K), (B, 1, Ls)

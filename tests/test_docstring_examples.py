@@ -18,6 +18,10 @@ MODULES = [
     "course_lib.kernel_regression",
     "course_lib.plotting",
     "course_lib.data.regression",
+    "course_lib.additive",
+    "course_lib.decoder",
+    "course_lib.data.dates",
+    "course_lib.seq2seq",
 ]
 PUBLIC_FUNCTIONS = [
     name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))

@@ -320,8 +320,9 @@ check_against_reference("additive_attention", additive_attention)
 
 # %% [markdown]
 # Here it is on a batch of three real sources, padded to the longest, with random parameters
-# (nothing is trained yet) and a query per source. The padding columns, marked `·`, are black:
-# exactly zero. The real characters share the weight, in no meaningful way yet.
+# (nothing is trained yet) and a query per source. Past the end of each source, in the padding,
+# the weights are exactly zero (black); the real characters share the weight, in no meaningful
+# way yet.
 
 # %%
 examples = [data.test[0], data.test[1], data.test[2]]
@@ -419,18 +420,18 @@ check_against_reference("decoder_step", decoder_step)
 #
 # ### Exercise 5: train a model that translates dates (2 points)
 #
-# Build `model = Seq2Seq(decoder_step, seed=0)` on **your** decoder step (the default sizes:
-# embeddings of 32, states of 64, $h = 64$) and train it on `data.train`, keeping the losses in
-# `losses`. The test translates the 1,000 test dates with your model and needs at least 90%
+# Build a `Seq2Seq` called `model` on **your** `decoder_step`, with `seed=0` and the default
+# sizes (embeddings of 32, states of 64, $h = 64$), and train it on `data.train`, keeping the
+# losses in a list called `losses`. The test translates the 1,000 test dates with your model and needs at least 90%
 # exactly right; graded, it also translates 500 dates drawn afresh. The cell should finish in
 # well under a minute: 250 steps of 64 examples at a learning rate of 5e-3 are enough.
 
 # %% nbgrader={"grade": false, "grade_id": "train_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
 ### BEGIN SOLUTION
-model = Seq2Seq(decoder_step, seed=0)
-start = time.perf_counter()
+model = Seq2Seq(decoder_step, embed_size=32, hidden_size=64, attention_size=64, seed=0)
+training_started = time.perf_counter()
 losses = train_seq2seq(model, data.train, steps=250, batch_size=64, lr=5e-3, seed=0)
-print(f"trained in {time.perf_counter() - start:.1f} s")
+print(f"trained in {time.perf_counter() - training_started:.1f} s")
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "train_model_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}

@@ -111,7 +111,7 @@ class Seq2Seq(nn.Module):
     >>> model = Seq2Seq(fixed_context_step, seed=0)
     >>> logits, weights = model(*make_batch([("Mar 3 21", "2021-03-03")])[:3])
     >>> logits.shape  # (B, 10, target vocabulary)
-    torch.Size([1, 10, 12])
+    torch.Size([1, 10, 13])
     """
 
     def __init__(self, step: DecoderStep, embed_size: int = 32, hidden_size: int = 64,
