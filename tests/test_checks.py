@@ -168,3 +168,17 @@ def test_translations_from_an_unfinished_model_say_so():
 
     with pytest.raises(CheckFailed, match="not implemented yet"):
         check_translations(unfinished, PAIRS, min_accuracy=0.9, exercise="model")
+
+
+def test_translations_of_a_model_never_built_say_so():
+    with pytest.raises(CheckFailed, match="model: not implemented yet: build and train the model"):
+        check_translations(None, PAIRS, min_accuracy=0.9, exercise="model")
+
+
+def test_translations_accept_a_model_with_a_translate_method(capsys):
+    class Model:
+        def translate(self, sources):
+            return ["2021-03-03"] * len(sources)
+
+    check_translations(Model(), PAIRS, min_accuracy=0.75, exercise="model")
+    assert "75.0% of 4 visible examples" in capsys.readouterr().out

@@ -173,14 +173,18 @@ def check_exercise(exercise: str, fn: Callable) -> None:
     check_cases(fn, load_visible_cases(exercise), exercise=exercise)
 
 
-def check_translations(translate: Callable, pairs: list[tuple[str, str]], *, min_accuracy: float,
+def check_translations(translate: Any, pairs: list[tuple[str, str]], *, min_accuracy: float,
                        exercise: str, kind: str = "visible") -> None:
     """The test of a trained model: run ``translate`` on the sources of ``pairs``, count exact matches.
 
-    ``translate`` maps a list of source strings to a list of translations (e.g. a model's
-    ``translate`` method). The accuracy is computed here, from the targets in ``pairs``; the check
-    passes when at least ``min_accuracy`` of the translations are exactly right.
+    ``translate`` maps a list of source strings to a list of translations: a model with a
+    ``translate`` method, or the method itself; None means the model was not built yet. The accuracy
+    is computed here, from the targets in ``pairs``; the check passes when at least ``min_accuracy``
+    of the translations are exactly right.
     """
+    if translate is None:
+        raise CheckFailed(f"{exercise}: not implemented yet: build and train the model in the cell above")
+    translate = getattr(translate, "translate", translate)
     if not callable(translate):
         raise CheckFailed(f"{exercise}: expected a function or method that translates, got {_describe(translate)}")
     sources = [source for source, _ in pairs]

@@ -427,6 +427,7 @@ check_against_reference("decoder_step", decoder_step)
 # well under a minute: 250 steps of 64 examples at a learning rate of 5e-3 are enough.
 
 # %% nbgrader={"grade": false, "grade_id": "train_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
+model = None  # replace None by your trained Seq2Seq
 ### BEGIN SOLUTION
 model = Seq2Seq(decoder_step, embed_size=32, hidden_size=64, attention_size=64, seed=0)
 training_started = time.perf_counter()
@@ -435,10 +436,10 @@ print(f"trained in {time.perf_counter() - training_started:.1f} s")
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "train_model_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_translations(model.translate, data.test, min_accuracy=0.9, exercise="trained model")
+check_translations(model, data.test, min_accuracy=0.9, exercise="trained model")
 ### BEGIN HIDDEN TESTS
 from course_lib.grading.exercises.lesson2_additive import fresh_test_pairs
-check_translations(model.translate, fresh_test_pairs(500), min_accuracy=0.9, exercise="trained model", kind="fresh")
+check_translations(model, fresh_test_pairs(500), min_accuracy=0.9, exercise="trained model", kind="fresh")
 ### END HIDDEN TESTS
 
 # %% [markdown]
