@@ -22,11 +22,11 @@ from typing import Any, Callable
 import torch
 
 from course_lib.grading.checks import CheckFailed, check_cases
-from course_lib.grading.exercises import lesson1_dot_product
+from course_lib.grading.exercises import lesson1_dot_product, lesson3_multihead
 from course_lib.grading.exercises.base import TOLERANCES, Exercise
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
-LESSON_MODULES = (lesson1_dot_product,)
+LESSON_MODULES = (lesson1_dot_product, lesson3_multihead)
 EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e in module.EXERCISES}
 
 
@@ -38,14 +38,27 @@ def _float64(value: Any) -> Any:
     return value
 
 
-def _case(exercise: Exercise, description: str, args: list, kwargs: dict) -> dict:
-    """One case: the inputs and the reference's output, computed in float64 and cast back."""
+def _case(exercise: Exercise, description: str, args: list, kwargs: dict, options: dict | None = None) -> dict:
+    """One case: the inputs and the reference's output, computed in float64 and cast back.
+
+    The reference may return a tuple of tensors (each is cast back). ``options``, an optional fourth
+    item of an exercise's input tuples, adds the comparison keys of ``checks.compare_case``
+    (``argmax``, ``min_row_accuracy``) to the case.
+    """
     expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
     floats = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.is_floating_point()]
-    if expected.is_floating_point() and floats:
-        expected = expected.to(floats[0].dtype)
-    atol, rtol = TOLERANCES.get(expected.dtype, (0.0, 0.0))
-    return {"case": description, "args": args, "kwargs": kwargs, "expected": expected, "atol": atol, "rtol": rtol}
+
+    def cast_back(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.to(floats[0].dtype) if tensor.is_floating_point() and floats else tensor
+
+    if isinstance(expected, tuple):
+        expected = tuple(cast_back(t) for t in expected)
+        atol, rtol = TOLERANCES.get(expected[0].dtype, (0.0, 0.0))
+    else:
+        expected = cast_back(expected)
+        atol, rtol = TOLERANCES.get(expected.dtype, (0.0, 0.0))
+    return {"case": description, "args": args, "kwargs": kwargs, "expected": expected, "atol": atol, "rtol": rtol,
+            **(options or {})}
 
 
 def get_exercise(name: str) -> Exercise:
