@@ -30,6 +30,15 @@ LESSONS: tuple[Lesson, ...] = (
         teaches="attention as soft lookup and kernel regression, stable softmax, masks, "
         "scaled dot-product attention, why 1/sqrt(d), heatmaps, permutation equivariance",
     ),
+    Lesson(
+        id="lesson3_multihead",
+        notebook="multihead_attention",
+        title="Multi-head attention and positions",
+        teaches="why several heads, splitting and merging heads, multi-head self- and cross-attention "
+        "checked against nn.MultiheadAttention, permutation equivariance, sinusoidal and rotary "
+        "positions, the causal mask, decoding with a KV cache and its memory (GQA), a tiny "
+        "pre-LN transformer trained to reverse sequences, a layer-by-head grid of attention maps",
+    ),
 )
 
 

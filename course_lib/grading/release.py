@@ -20,7 +20,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # The modules of course_lib a release carries, relative to the package. They import nothing from
 # course_lib and hold no reference solution; tests/test_release.py checks both.
-STUDENT_KIT = ("plotting.py", "grading/checks.py", "data/regression.py")
+STUDENT_KIT = ("plotting.py", "grading/checks.py", "data/regression.py", "data/reversal.py", "training.py")
 
 KIT_INIT = '''"""Student kit of course_lib, shipped with each lesson of the course.
 
