@@ -14,7 +14,6 @@ from course_lib.multihead import MultiHeadAttention, merge_heads, multihead_atte
 from course_lib.plotting import plot_attention
 from course_lib.positional import apply_rope, rope_angles, sinusoidal_encoding
 from course_lib.softmax import masked_softmax, softmax
-from course_lib.training import sequence_accuracy, train_token_classifier
 from course_lib.transformer import TinyTransformer, TransformerBlock, TransformerConfig
 
 __all__ = [
@@ -51,7 +50,4 @@ __all__ = [
     "TransformerConfig",
     "TransformerBlock",
     "TinyTransformer",
-    # training.py
-    "train_token_classifier",
-    "sequence_accuracy",
 ]

@@ -18,6 +18,12 @@ MODULES = [
     "course_lib.kernel_regression",
     "course_lib.plotting",
     "course_lib.data.regression",
+    "course_lib.multihead",
+    "course_lib.positional",
+    "course_lib.kv_cache",
+    "course_lib.transformer",
+    "course_lib.training",
+    "course_lib.data.reversal",
 ]
 PUBLIC_FUNCTIONS = [
     name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))

@@ -645,7 +645,7 @@ class TinyTransformer(nn.Module):
 # `train_token_classifier(model, task.training_batch, steps=..., lr=...)` (AdamW on the
 # cross-entropy of every position; it shows a progress bar and returns the losses). The test
 # evaluates your model on the held-out split: at least 99% of the sequences must come out entirely
-# right. Seed `torch.manual_seed(seed)` before building the model so the run is reproducible. A
+# right. Seed torch's generator with `seed` before building the model, so the run is reproducible. A
 # model of width 32 with 4 heads and 2 layers learns the task in 400 steps with a
 # learning rate of 0.01, in seconds; try `use_positions=False` too, and see the loss get stuck.
 

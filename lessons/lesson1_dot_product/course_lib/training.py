@@ -34,6 +34,10 @@ def train_token_classifier(
     all positions. Batches are drawn from a generator seeded with ``seed``; seed torch's global
     generator too (for the initial weights) and the run is reproducible on one machine.
 
+    Shapes:
+        inputs: whatever ``model`` takes, e.g. tokens (B, L); targets: (B, L) int64;
+        ``model(inputs)``: logits (B, L, vocab). result: ``steps`` floats.
+
     >>> model = torch.nn.Sequential(torch.nn.Embedding(3, 3))  # learns the identity map
     >>> batch = lambda n, g: (torch.randint(0, 3, (n, 4), generator=g),) * 2
     >>> losses = train_token_classifier(model, batch, steps=50, lr=0.1, progress=False)
@@ -62,6 +66,10 @@ def train_token_classifier(
 @torch.no_grad()
 def sequence_accuracy(model: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> float:
     """The fraction of sequences whose every token ``model`` predicts right (argmax of its logits).
+
+    Shapes:
+        inputs: (N, L) tokens; targets: (N, L) int64; ``model(inputs)``: (N, L, vocab).
+        result: a float in [0, 1].
 
     >>> model = torch.nn.Embedding(3, 3)
     >>> with torch.no_grad():
