@@ -31,7 +31,7 @@ def kv_cache_bytes(
 
     Shapes: plain integers in, an int out. ``bytes_per_element`` is 2 for float16/bfloat16.
 
-    Reference: Pope et al., "Efficiently Scaling Transformer Inference" (2022), section 2;
+    Reference: Pope et al., "Efficiently Scaling Transformer Inference" (2022);
     Ainslie et al., "GQA" (2023).
 
     >>> kv_cache_bytes(num_layers=32, num_kv_heads=32, head_dim=128, num_tokens=4096) / 2**30  # GiB
@@ -92,7 +92,7 @@ def cached_causal_attention(
         k_cache, v_cache: (B, H_kv, T_old, D), T_old may be 0.
         result: (output (B, T_new, E), k_cache (B, H_kv, T_old + T_new, D), v_cache likewise).
 
-    Reference: Pope et al., "Efficiently Scaling Transformer Inference" (2022), section 2.
+    Reference: Pope et al., "Efficiently Scaling Transformer Inference" (2022).
 
     >>> E, H = 4, 2
     >>> W = torch.eye(E)
