@@ -21,9 +21,13 @@ from course_lib.additive import (
 from course_lib.decoder import attention_decoder_step
 from course_lib.dot_product import attention_weights, scaled_dot_product_attention
 from course_lib.kernel_regression import nadaraya_watson, nadaraya_watson_weights
+from course_lib.kv_cache import CausalSelfAttention, KVCache, cached_causal_attention, kv_cache_bytes
 from course_lib.masks import causal_mask, padding_mask
+from course_lib.multihead import MultiHeadAttention, merge_heads, multihead_attention, split_heads
 from course_lib.plotting import plot_attention
+from course_lib.positional import apply_rope, rope_angles, sinusoidal_encoding
 from course_lib.softmax import masked_softmax, softmax
+from course_lib.transformer import TinyTransformer, TransformerBlock, TransformerConfig
 
 __all__ = [
     "__version__",
@@ -54,4 +58,22 @@ __all__ = [
     "AdditiveAttention",
     # decoder.py
     "attention_decoder_step",
+    # multihead.py
+    "split_heads",
+    "merge_heads",
+    "multihead_attention",
+    "MultiHeadAttention",
+    # positional.py
+    "sinusoidal_encoding",
+    "rope_angles",
+    "apply_rope",
+    # kv_cache.py
+    "kv_cache_bytes",
+    "KVCache",
+    "cached_causal_attention",
+    "CausalSelfAttention",
+    # transformer.py
+    "TransformerConfig",
+    "TransformerBlock",
+    "TinyTransformer",
 ]

@@ -15,6 +15,7 @@ class Lesson:
     notebook: str  # notebook id (file name without extension)
     title: str
     teaches: str  # one line for the README's table
+    kit: tuple[str, ...] = ()  # course_lib modules its release carries besides the common kit (release.py)
 
     @property
     def source_path(self) -> str:
@@ -29,6 +30,7 @@ LESSONS: tuple[Lesson, ...] = (
         title="Dot-product attention",
         teaches="attention as soft lookup and kernel regression, stable softmax, masks, "
         "scaled dot-product attention, why 1/sqrt(d), heatmaps, permutation equivariance",
+        kit=("data/regression.py",),
     ),
     Lesson(
         id="lesson2_additive",
@@ -36,6 +38,17 @@ LESSONS: tuple[Lesson, ...] = (
         title="Additive attention",
         teaches="Bahdanau's additive score and Luong's multiplicative ones, masking padded keys, "
         "a GRU encoder-decoder with attention trained on dates, alignment heatmaps, the fixed-vector bottleneck",
+        kit=("data/dates.py", "seq2seq.py"),
+    ),
+    Lesson(
+        id="lesson3_multihead",
+        notebook="multihead_attention",
+        title="Multi-head attention and positions",
+        teaches="why several heads, splitting and merging heads, multi-head self- and cross-attention "
+        "checked against nn.MultiheadAttention, permutation equivariance, sinusoidal and rotary "
+        "positions, the causal mask, decoding with a KV cache and its memory (GQA), a tiny "
+        "pre-LN transformer trained to reverse sequences, a layer-by-head grid of attention maps",
+        kit=("data/reversal.py", "training.py"),
     ),
 )
 

@@ -116,7 +116,7 @@ def test_broken_submissions_are_reported_by_name_score_zero_and_do_not_stop_the_
                    submit("loops_forever"))
     (submissions / "stray" / "lesson99").mkdir(parents=True)
 
-    grades = autograde(PROJECT, submissions, tmp_path / "out", progress=False, cell_timeout=10)
+    grades = autograde(PROJECT, submissions, tmp_path / "out", progress=False, cell_timeout=20)
 
     reasons = {(p.student, p.lesson): p.reason for p in grades.problems}
     assert reasons["bad_json", LESSON.id].startswith("not a valid notebook")
@@ -132,7 +132,7 @@ def test_broken_submissions_are_reported_by_name_score_zero_and_do_not_stop_the_
 
     notes = {(p.student, p.lesson): p.reason for p in grades.notes}
     assert set(notes) == {("loops_forever", LESSON.id)}
-    assert notes["loops_forever", LESSON.id].startswith(f"{first_solution} ran past the 10 s limit per cell")
+    assert notes["loops_forever", LESSON.id].startswith(f"{first_solution} ran past the 20 s limit per cell")
     assert [r["student"] for r in problems if r["graded"] == "yes"] == ["loops_forever"]
     looped = {c.grade_id: c.score for c in grades.cells if c.student == "loops_forever"}
     assert looped[f"{first_solution}_tests"] == 0.0

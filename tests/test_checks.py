@@ -182,3 +182,59 @@ def test_translations_accept_a_model_with_a_translate_method(capsys):
 
     check_translations(Model(), PAIRS, min_accuracy=0.75, exercise="model")
     assert "75.0% of 4 visible examples" in capsys.readouterr().out
+# --- outputs that are not a single tensor ---------------------------------------------------------
+
+def test_tuple_output_names_the_element_that_is_wrong():
+    expected = (torch.zeros(2), torch.ones(3))
+    message = failure(lambda x: (torch.zeros(2), torch.zeros(3)), case(expected, torch.zeros(1)))
+    assert "case 'the case': output[1]: largest error 1 at index (0,): expected 1, got 0" in message
+
+
+def test_tuple_output_of_the_wrong_length_says_what_came():
+    message = failure(lambda x: torch.zeros(2), case((torch.zeros(2), torch.zeros(2)), torch.zeros(1)))
+    assert "expected a tuple of 2 tensors (output[0], output[1]), got tensor of shape (2,)" in message
+
+
+def test_right_tuple_output_passes(capsys):
+    check_cases(lambda x: (x, 2 * x), [case((torch.ones(2), 2 * torch.ones(2)), torch.ones(2))], exercise="pair")
+    assert capsys.readouterr().out == "✓ pair: all 1 visible cases pass\n"
+
+
+class FixedLogits(torch.nn.Module):
+    """A 'model' that predicts given tokens (one-hot logits), recording the mode it was called in."""
+
+    def __init__(self, predictions: torch.Tensor) -> None:
+        super().__init__()
+        self.predictions = predictions
+        self.calls = []
+
+    def forward(self, tokens):
+        self.calls.append((self.training, torch.is_grad_enabled()))
+        return torch.nn.functional.one_hot(self.predictions, 10).float()
+
+
+def model_case(targets, min_accuracy):
+    return {**case(targets, torch.zeros_like(targets)), "argmax": True, "min_row_accuracy": min_accuracy}
+
+
+def test_a_model_passes_when_enough_rows_are_entirely_right_and_runs_in_eval_mode_without_gradients(capsys):
+    targets = torch.randint(0, 10, (200, 5), generator=torch.Generator().manual_seed(0))
+    predictions = targets.clone()
+    predictions[0, 3] = (predictions[0, 3] + 1) % 10  # 199 of 200 rows right: 99.5%
+    model = FixedLogits(predictions)
+    check_cases(model, [model_case(targets, 0.99)], exercise="model")
+    assert model.calls == [(False, False)] and model.training  # put back in training mode afterwards
+
+
+def test_a_model_below_the_accuracy_threshold_fails_with_its_accuracy_and_a_wrong_row():
+    targets = torch.randint(0, 10, (100, 4), generator=torch.Generator().manual_seed(0))
+    predictions = targets.clone()
+    predictions[7:9, 0] = (predictions[7:9, 0] + 1) % 10  # 98 of 100 rows right
+    message = failure(FixedLogits(predictions), model_case(targets, 0.99))
+    assert "output: 98.0% of the 100 rows are entirely right, 99% needed; first wrong row 7" in message
+
+
+def test_a_model_that_returns_tokens_instead_of_logits_is_told_so():
+    targets = torch.zeros(3, 4, dtype=torch.long)
+    message = failure(lambda tokens: tokens, model_case(targets, 0.99))
+    assert "expected logits, a floating-point tensor (..., vocab), got tensor of shape (3, 4), dtype torch.int64" in message

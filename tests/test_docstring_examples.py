@@ -22,6 +22,12 @@ MODULES = [
     "course_lib.decoder",
     "course_lib.data.dates",
     "course_lib.seq2seq",
+    "course_lib.multihead",
+    "course_lib.positional",
+    "course_lib.kv_cache",
+    "course_lib.transformer",
+    "course_lib.training",
+    "course_lib.data.reversal",
 ]
 PUBLIC_FUNCTIONS = [
     name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))

@@ -91,6 +91,69 @@ PLAIN = {"additive_scores": plain_additive_scores, "additive_attention": plain_a
          "decoder_step": plain_decoder_step,
          "softmax": plain_softmax, "masked_softmax": plain_masked_softmax,
          "scaled_dot_product_attention": plain_attention, "nadaraya_watson": plain_nadaraya_watson}
+def plain_split_heads(x, num_heads):
+    return x.unflatten(-1, (num_heads, -1)).transpose(-3, -2)
+
+
+def plain_merge_heads(x):
+    return x.transpose(-3, -2).flatten(-2)
+
+
+def plain_multihead(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None, is_causal=False,
+                    head_scale=True):
+    q, k, v = (plain_split_heads(t, num_heads) for t in (x_q @ W_q, x_kv @ W_k, x_kv @ W_v))
+    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    scale = None if head_scale else 1 / math.sqrt(W_q.shape[-1])
+    return plain_merge_heads(plain_attention(q, k, v, mask, is_causal, scale=scale)) @ W_o
+
+
+def plain_torch_mha(query, key, value, in_w, in_b, out_w, out_b, num_heads, key_padding_mask=None):
+    W_q, W_k, W_v = in_w.chunk(3)
+    b_q, b_k, b_v = in_b.chunk(3) if in_b is not None else (0, 0, 0)
+    q, k, v = (plain_split_heads(t, num_heads) for t in (query @ W_q.T + b_q, key @ W_k.T + b_k, value @ W_v.T + b_v))
+    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+    out = plain_merge_heads(plain_attention(q, k, v, mask)) @ out_w.T
+    return out if out_b is None else out + out_b
+
+
+def plain_sinusoidal(length, d_model, exponent_step=2):  # in float32 throughout, as most students write it
+    angles = torch.arange(length)[:, None] / 10000 ** (torch.arange(0, exponent_step * d_model // 2, exponent_step) / d_model)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+
+
+def plain_rope(x):  # frequencies and angles in x's dtype
+    length, d = x.shape[-2:]
+    angles = torch.arange(length, dtype=x.dtype)[:, None] * 10000 ** (-torch.arange(0, d, 2, dtype=x.dtype) / d)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * angles.cos() - odd * angles.sin(), even * angles.sin() + odd * angles.cos()], -1).flatten(-2)
+
+
+def plain_decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache, sees_itself=True):
+    q = plain_split_heads(x_t @ W_q, num_heads)
+    new_k = torch.cat([k_cache, plain_split_heads(x_t @ W_k, num_heads)], dim=-2)
+    new_v = torch.cat([v_cache, plain_split_heads(x_t @ W_v, num_heads)], dim=-2)
+    k, v = (new_k, new_v) if sees_itself else (k_cache, v_cache)
+    return plain_merge_heads(plain_attention(q, k, v)) @ W_o, new_k, new_v
+
+
+class PerfectReverser(torch.nn.Module):
+    """A model whose logits point at the reversed tokens: what the trained-model check must pass."""
+
+    def forward(self, tokens):
+        return torch.nn.functional.one_hot(tokens.flip(-1), 10).float()
+
+
+class UntrainedReverser(PerfectReverser):
+    def forward(self, tokens):
+        return torch.nn.functional.one_hot(tokens, 10).float()  # copies instead of reversing
+
+
+PLAIN |= {"split_heads": plain_split_heads, "merge_heads": plain_merge_heads, "multihead_attention": plain_multihead,
+         "mha_with_torch_weights": plain_torch_mha, "sinusoidal_encoding": plain_sinusoidal,
+         "apply_rope": plain_rope, "decode_step": plain_decode_step}
+# What passes an exercise when its reference is not itself an answer (the reversal task's reference gives
+# the target tokens; an answer is a model giving logits).
+ANSWERS = {"reversal_model": PerfectReverser()}
 
 # A typical mistake per exercise, each of which the visible cases must catch.
 MISTAKES = {
@@ -106,12 +169,28 @@ MISTAKES = {
     "additive_attention": lambda q, k, values, W_q, W_k, v, valid_lens=None:
         plain_additive_attention(q, k, values, W_q, W_k, v, None),  # ignores the padding
     "decoder_step": luong_order_step,
+    # heads cut along the sequence instead of the features
+    "split_heads": lambda x, num_heads: x.reshape(*x.shape[:-2], num_heads, x.shape[-2], -1),
+    "merge_heads": lambda x: x.reshape(*x.shape[:-3], x.shape[-2], -1),
+    # scaled by sqrt(E), the model width, instead of sqrt(D), the head width
+    "multihead_attention": lambda *args, **kwargs: plain_multihead(*args, **kwargs, head_scale=False),
+    # torch's key_padding_mask taken in our polarity (True = takes part)
+    "mha_with_torch_weights": lambda q, k, v, in_w, in_b, out_w, out_b, num_heads, key_padding_mask=None:
+        plain_torch_mha(q, k, v, in_w, in_b, out_w, out_b, num_heads,
+                        None if key_padding_mask is None else ~key_padding_mask),
+    # 10000^(i/d) instead of 10000^(2i/d)
+    "sinusoidal_encoding": lambda length, d_model: plain_sinusoidal(length, d_model, exponent_step=1),
+    # GPT-NeoX's pairing (i, i + d/2) instead of the interleaved pairs
+    "apply_rope": lambda x: plain_rope(x.unflatten(-1, (2, -1)).transpose(-2, -1).flatten(-2)
+                                       ).unflatten(-1, (-1, 2)).transpose(-2, -1).flatten(-2),
+    "decode_step": lambda *args: plain_decode_step(*args, sees_itself=False),
+    "reversal_model": UntrainedReverser(),
 }
 
 
 @pytest.mark.parametrize("name", EXERCISES)
 def test_reference_passes_its_visible_and_hidden_cases(name, capsys):
-    reference = EXERCISES[name].reference
+    reference = ANSWERS.get(name, EXERCISES[name].reference)
     check_cases(reference, visible_cases(name), exercise=name)
     for seed in SEEDS:
         check_against_reference(name, reference, seed=seed)
@@ -163,3 +242,23 @@ def test_every_exercise_of_a_lesson_is_checked_in_its_notebook(lesson):
     hidden = set(re.findall(r'check_against_reference\("(\w+)"', source))
     names = {e.name for e in exercises_of(lesson.id)}
     assert checked == names and hidden == names
+
+
+def test_parity_exercise_reference_is_what_nn_multiheadattention_computes():
+    for case in visible_cases("mha_with_torch_weights"):
+        query, key, value, in_w, in_b, out_w, out_b, num_heads = case["args"]
+        module = torch.nn.MultiheadAttention(query.shape[-1], num_heads, bias=in_b is not None, batch_first=True,
+                                             dtype=query.dtype)
+        with torch.no_grad():
+            module.in_proj_weight.copy_(in_w)
+            module.out_proj.weight.copy_(out_w)
+            if in_b is not None:
+                module.in_proj_bias.copy_(in_b)
+                module.out_proj.bias.copy_(out_b)
+        expected, _ = module(query, key, value, key_padding_mask=case["kwargs"].get("key_padding_mask"))
+        torch.testing.assert_close(case["expected"], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_trained_model_check_fails_a_model_that_has_not_learned_the_task_in_its_hidden_cases_too():
+    with pytest.raises(CheckFailed, match=r"0.0% of the 1000 rows are entirely right, 99% needed"):
+        check_against_reference("reversal_model", UntrainedReverser(), seed=0)

@@ -12,7 +12,7 @@ import torch
 
 import course_lib
 from course_lib.grading.course import VISIBLE_CASES_FILE, read_source_notebook
-from course_lib.grading.release import STUDENT_KIT, release
+from course_lib.grading.release import STUDENT_KIT, release, student_kit
 from course_lib.grading.samples import fill_in, solution_answers
 from course_lib.grading.validate import validate
 from course_lib.lessons import LESSONS
@@ -47,8 +47,8 @@ def test_committed_lessons_folder_is_exactly_a_fresh_release(fresh_release, less
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.id)
 def test_release_holds_only_the_notebook_its_cases_and_the_student_kit(fresh_release, lesson):
     expected = {f"{lesson.notebook}.ipynb", VISIBLE_CASES_FILE, "course_lib/__init__.py"}
-    expected |= {f"course_lib/{module}" for module in STUDENT_KIT}
-    expected |= {str(Path("course_lib") / Path(m).parent / "__init__.py") for m in STUDENT_KIT}
+    expected |= {f"course_lib/{module}" for module in student_kit(lesson)}
+    expected |= {str(Path("course_lib") / Path(m).parent / "__init__.py") for m in student_kit(lesson)}
     assert set(files_under(fresh_release / lesson.id)) == expected
 
 

@@ -69,10 +69,10 @@ def test_validate_stops_an_endless_loop_and_says_which_cell(lesson_copy):
     notebook = fill_in(nbformat.read(lesson_copy, as_version=4), {first: "while True:\n    pass"})
     nbformat.write(notebook, lesson_copy)
 
-    result = validate(lesson_copy, progress=False, cell_timeout=3)
+    result = validate(lesson_copy, progress=False, cell_timeout=15)  # the setup cell alone may take seconds
 
     assert not result.passed
-    assert result.crashed.startswith(f"{first} ran longer than 3 s"), result.crashed
+    assert result.crashed.startswith(f"{first} ran longer than 15 s"), result.crashed
     assert all(c.score == 0 for c in result.cells)
 
 

@@ -5,6 +5,16 @@ A *case* is a dict: ``{"case": "causal mask, Lq=3, Lk=5", "args": [...], "kwargs
 its output is compared with the expected one; a failure raises :class:`CheckFailed` with a message
 that says which case, what was expected, what came, and where.
 
+Two kinds of output need more than one tensor compared with one tensor:
+
+* ``expected`` a tuple of tensors: the function returns a tuple (e.g. an output and updated
+  caches, or ``context, weights``), each element compared in turn, named by the case's ``names``
+  (default ``output[i]``);
+* a trained model's predictions: with ``"argmax": True`` the output (logits) is reduced by
+  ``argmax(-1)`` before comparing, and with ``"min_row_accuracy": a`` it passes when at least a
+  fraction ``a`` of its rows (e.g. sequences) equal the expected rows exactly. A ``torch.nn.Module``
+  under test runs in eval mode without gradients.
+
 This module ships to students with every lesson (the *student kit*), so it imports only the
 standard library and torch, and holds no reference implementation: visible tests compare with
 expected outputs stored beside the notebook (``visible_cases.pt``), hidden tests with cases the
@@ -99,6 +109,47 @@ def _compare_tuple(actual: Any, expected: tuple, *, atol: float, rtol: float,
     return None
 
 
+def compare_rows(actual: Any, expected: torch.Tensor, *, min_accuracy: float, name: str = "output") -> str | None:
+    """What is wrong with ``actual`` when fewer than ``min_accuracy`` of its rows equal ``expected``'s."""
+    problem = compare(actual, expected, atol=0.0, rtol=0.0, name=name)
+    if problem is None or problem.startswith(f"{name}: expected"):  # exact match, or wrong type/shape/dtype
+        return problem
+    right = (actual.detach().cpu() == expected).reshape(len(expected), -1).all(dim=1)
+    accuracy = right.float().mean().item()
+    if accuracy >= min_accuracy:
+        return None
+    first = int((~right).nonzero()[0])
+    return (f"{name}: {accuracy:.1%} of the {len(expected)} rows are entirely right, {min_accuracy:.0%} needed; "
+            f"first wrong row {first}: expected {expected[first].tolist()}, got {actual[first].tolist()}")
+
+
+def compare_case(actual: Any, case: dict) -> str | None:
+    """What is wrong with ``actual`` as the output of ``case``, or None (see the module's docstring)."""
+    expected = case["expected"]
+    if isinstance(expected, (tuple, list)):
+        return compare(actual, tuple(expected), atol=case["atol"], rtol=case["rtol"], names=case.get("names"))
+    if case.get("argmax"):
+        if not isinstance(actual, torch.Tensor) or not actual.is_floating_point() or actual.dim() < 1:
+            return f"output: expected logits, a floating-point tensor (..., vocab), got {_describe(actual)}"
+        actual = actual.argmax(dim=-1)
+    if "min_row_accuracy" in case:
+        return compare_rows(actual, expected, min_accuracy=case["min_row_accuracy"])
+    return compare(actual, expected, atol=case["atol"], rtol=case["rtol"])
+
+
+def _call(fn: Callable, args: list, kwargs: dict) -> Any:
+    """``fn(*args, **kwargs)``; a torch module runs in eval mode, without gradients, and is left as it was."""
+    if not isinstance(fn, torch.nn.Module):
+        return fn(*args, **kwargs)
+    was_training = fn.training
+    fn.eval()
+    try:
+        with torch.no_grad():
+            return fn(*args, **kwargs)
+    finally:
+        fn.train(was_training)
+
+
 def _clone(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
         return value.clone()
@@ -123,14 +174,14 @@ def run_case(fn: Callable, case: dict) -> str | None:
     """What goes wrong when ``fn`` runs on ``case``, or None when its output is right."""
     args, kwargs = _clone(case["args"]), _clone(case["kwargs"])
     try:
-        actual = fn(*args, **kwargs)
+        actual = _call(fn, args, kwargs)
     except NotImplementedError:
         return "not implemented yet: replace the `raise NotImplementedError()` line with your code"
     except Exception as error:  # the student's code raised: say what and where
         return f"raised {type(error).__name__}: {error}"
     if not (_same(args, case["args"]) and _same(kwargs, case["kwargs"])):
         return "modified its input tensors in place; compute a new tensor instead (e.g. x - m, not x -= m)"
-    return compare(actual, case["expected"], atol=case["atol"], rtol=case["rtol"], names=case.get("names"))
+    return compare_case(actual, case)
 
 
 def check_cases(fn: Callable, cases: list[dict], *, exercise: str, kind: str = "visible") -> None:

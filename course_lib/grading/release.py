@@ -18,15 +18,22 @@ from course_lib.lessons import LESSONS, Lesson
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
-# The modules of course_lib a release carries, relative to the package. They import nothing from
-# course_lib but each other and hold no reference solution; tests/test_release.py checks both.
-STUDENT_KIT = ("plotting.py", "grading/checks.py", "data/regression.py", "data/dates.py", "seq2seq.py")
+# The modules of course_lib a release carries, relative to the package: those every lesson needs,
+# then each lesson's own (Lesson.kit). They import nothing from course_lib but each other and hold
+# no reference solution; tests/test_release.py checks both.
+COMMON_KIT = ("plotting.py", "grading/checks.py")
+STUDENT_KIT = tuple(dict.fromkeys(COMMON_KIT + tuple(m for lesson in LESSONS for m in lesson.kit)))
+
+
+def student_kit(lesson: Lesson) -> tuple[str, ...]:
+    """The kit modules released with ``lesson``."""
+    return COMMON_KIT + lesson.kit
 
 KIT_INIT = '''"""Student kit of course_lib, shipped with each lesson of the course.
 
-It holds only what the lesson's visible tests and plots need: the checking helpers, the heatmap
-plot and the toy data. The reference implementations live in the full course_lib, which a student
-does not need to work through the lesson.
+It holds only what the lesson's visible tests, plots and training need: the checking helpers, the
+heatmap plot, and the lesson's data and training helpers. The reference implementations live in
+the full course_lib, which a student does not need to work through the lesson.
 """
 '''
 
@@ -35,10 +42,10 @@ class ReleaseError(RuntimeError):
     pass
 
 
-def write_student_kit(lesson_dir: Path) -> None:
-    """Copy the student kit into ``lesson_dir/course_lib``."""
+def write_student_kit(lesson_dir: Path, lesson: Lesson) -> None:
+    """Copy the student kit of ``lesson`` into ``lesson_dir/course_lib``."""
     kit = lesson_dir / "course_lib"
-    for module in STUDENT_KIT:
+    for module in student_kit(lesson):
         target = kit / module
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(PACKAGE_DIR / module, target)
@@ -66,6 +73,6 @@ def release(project: Path, dest: Path, lessons: tuple[Lesson, ...] = LESSONS) ->
             for path in target.rglob("*"):
                 if path.is_file():
                     path.chmod(0o644)  # nbgrader makes released files read-only; git keeps them plain
-            write_student_kit(target)
+            write_student_kit(target, lesson)
             written.append(target)
     return written

@@ -22,11 +22,11 @@ from typing import Any, Callable
 import torch
 
 from course_lib.grading.checks import CheckFailed, check_cases
-from course_lib.grading.exercises import lesson1_dot_product, lesson2_additive
+from course_lib.grading.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead
 from course_lib.grading.exercises.base import TOLERANCES, Exercise
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
-LESSON_MODULES = (lesson1_dot_product, lesson2_additive)
+LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead)
 EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e in module.EXERCISES}
 
 
@@ -50,11 +50,13 @@ def _float_tensors(values: list) -> list[torch.Tensor]:
     return found
 
 
-def _case(exercise: Exercise, description: str, args: list, kwargs: dict) -> dict:
+def _case(exercise: Exercise, description: str, args: list, kwargs: dict, options: dict | None = None) -> dict:
     """One case: the inputs and the reference's output, computed in float64 and cast back.
 
     A reference may return a tuple of tensors; a NamedTuple's field names then name the outputs in
     failure messages (stored as ``names``, the tuple as a plain tuple so it loads with weights_only).
+    ``options``, an optional fourth item of an exercise's input tuples, adds the comparison keys of
+    ``checks.compare_case`` (``argmax``, ``min_row_accuracy``) to the case.
     """
     expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
     names = list(expected._fields) if hasattr(expected, "_fields") else None
@@ -68,7 +70,7 @@ def _case(exercise: Exercise, description: str, args: list, kwargs: dict) -> dic
             "expected": outputs if isinstance(expected, tuple) else outputs[0], "atol": atol, "rtol": rtol}
     if names is not None:
         case["names"] = names
-    return case
+    return {**case, **(options or {})}
 
 
 def get_exercise(name: str) -> Exercise:

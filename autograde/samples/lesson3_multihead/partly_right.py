@@ -1,0 +1,83 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# A sample student of Lesson 3 who got half way. Splitting and merging heads, the sinusoidal
+# encoding, the decoding step and the trained model are right. The multi-head attention reads the
+# key padding mask in nn.MultiheadAttention's polarity (True = ignore), which a visible case
+# catches. The parity exercise passes every visible case, where key and value are the same tensor,
+# but uses the keys as values, so the hidden case with distinct key and value fails. RoPE was never
+# started. Each cell below replaces the answer cell with the same grade_id in the released notebook.
+
+# %% nbgrader={"grade": false, "grade_id": "split_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def split_heads(x, num_heads):
+    *lead, length, width = x.shape
+    x = x.reshape(*lead, length, num_heads, width // num_heads)
+    return x.transpose(-3, -2)
+
+
+# %% nbgrader={"grade": false, "grade_id": "merge_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def merge_heads(x):
+    x = x.transpose(-3, -2)
+    return x.reshape(*x.shape[:-2], -1)
+
+
+# %% nbgrader={"grade": false, "grade_id": "multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def multihead_attention(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None, is_causal=False):
+    q = split_heads(x_q @ W_q, num_heads)
+    k = split_heads(x_kv @ W_k, num_heads)
+    v = split_heads(x_kv @ W_v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))  # torch's polarity
+    if is_causal:
+        future = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
+        scores = scores.masked_fill(future, float("-inf"))
+    return merge_heads(torch.softmax(scores, dim=-1) @ v) @ W_o
+
+
+# %% nbgrader={"grade": false, "grade_id": "mha_with_torch_weights", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
+                           num_heads, key_padding_mask=None):
+    E = query.shape[-1]
+    b = in_proj_bias if in_proj_bias is not None else torch.zeros(3 * E, dtype=query.dtype)
+    q = query @ in_proj_weight[:E].T + b[:E]
+    k = key @ in_proj_weight[E:2 * E].T + b[E:2 * E]
+    v = key @ in_proj_weight[2 * E:].T + b[2 * E:]  # the keys again: value is never used
+    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
+    out = merge_heads(F.scaled_dot_product_attention(split_heads(q, num_heads), split_heads(k, num_heads),
+                                                     split_heads(v, num_heads), attn_mask=mask))
+    out = out @ out_proj_weight.T
+    return out + out_proj_bias if out_proj_bias is not None else out
+
+
+# %% nbgrader={"grade": false, "grade_id": "sinusoidal_encoding", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sinusoidal_encoding(length, d_model):
+    pe = torch.zeros(length, d_model)
+    position = torch.arange(length).float().unsqueeze(1)
+    div = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
+    pe[:, 0::2] = torch.sin(position * div)
+    pe[:, 1::2] = torch.cos(position * div)
+    return pe
+
+
+# %% nbgrader={"grade": false, "grade_id": "decode_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
+    q = split_heads(x_t @ W_q, num_heads)
+    k_cache = torch.cat([k_cache, split_heads(x_t @ W_k, num_heads)], dim=2)
+    v_cache = torch.cat([v_cache, split_heads(x_t @ W_v, num_heads)], dim=2)
+    weights = torch.softmax(q @ k_cache.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+    return merge_heads(weights @ v_cache) @ W_o, k_cache, v_cache
+
+
+# %% nbgrader={"grade": false, "grade_id": "train_reversal_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def train_reversal_model(task, seed=0):
+    torch.manual_seed(seed)
+    model = TinyTransformer(task.vocab_size, task.length)
+    train_token_classifier(model, task.training_batch, steps=400, lr=0.01, seed=seed, progress=False)
+    return model

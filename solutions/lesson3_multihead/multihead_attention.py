@@ -1,0 +1,711 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Lesson 3 · Multi-head attention, positions, and a tiny transformer
+#
+# Lesson 1 built one attention: each query takes a weighted average of the values, weighted by a
+# softmax of its dot products with the keys. A transformer layer runs several of them side by
+# side, each looking at the sequence in its own way, and it feeds them with information about
+# *where* each token sits, which attention on its own cannot see. In this lesson you build:
+#
+# 1. why several heads, and how to split a vector into heads and merge them back (**exercises 1, 2**);
+# 2. multi-head attention from scratch, for self- and cross-attention (**exercise 3**);
+# 3. the same computation as PyTorch's `nn.MultiheadAttention`, from its own weights (**exercise 4**);
+# 4. why order must be injected, and two ways to do it: sinusoidal encodings (**exercise 5**) and
+#    rotary embeddings, RoPE (**exercise 6**);
+# 5. the causal mask and decoding one token at a time with a key/value cache (**exercise 7**),
+#    and what that cache costs in memory for a real model;
+# 6. a tiny transformer that learns to reverse sequences (**exercise 8**), and a look at what
+#    every one of its heads attends to.
+#
+# **How the exercises work.** As in Lesson 1: replace `raise NotImplementedError()` with your
+# code; the cell below each exercise tests it and tells you which case failed and how. Hidden tests
+# compare your functions with a reference on fresh random inputs when your work is graded. Run the
+# notebook from top to bottom: later cells use your functions. You may use
+# `F.scaled_dot_product_attention` (Lesson 1 built it), but not `nn.MultiheadAttention` or
+# `F.multi_head_attention_forward` inside an exercise.
+
+# %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
+import math
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from course_lib.data.reversal import ReversalTask
+from course_lib.grading.checks import check_exercise
+from course_lib.plotting import plot_attention
+from course_lib.training import sequence_accuracy, train_token_classifier
+
+torch.manual_seed(0)  # the same random numbers, and so the same pictures, on every run
+torch.set_num_threads(1)  # the models here are tiny: one thread is faster than several fighting for a core
+torch.set_printoptions(precision=4, sci_mode=False)
+
+# %% [markdown]
+# ## 1. Why several heads?
+#
+# One attention gives each query *one* weighted average. But a word usually needs several things
+# from its context at once: in *"the cat that the dog chased sat"*, the verb *sat* wants its
+# subject (*cat*, four words back), a pronoun wants its antecedent, an adjective its noun. A single
+# softmax must split one unit of weight between all of them, and the average blurs them together.
+#
+# Vaswani et al. (2017, section 3.2.2) run $H$ attentions in parallel instead, each on its own
+# learned projection of the inputs into a smaller space of $D = E/H$ features:
+#
+# $$\operatorname{head}_h = \operatorname{Attention}(X_q W^Q_h,\; X_{kv} W^K_h,\; X_{kv} W^V_h),
+# \qquad
+# \operatorname{MultiHead}(X_q, X_{kv}) = \operatorname{Concat}(\operatorname{head}_1, \dots, \operatorname{head}_H)\, W^O .$$
+#
+# Each head can learn its own notion of relevance (one looks at the previous word, another at the
+# subject), and the output projection $W^O$ mixes what they found. With $D = E/H$ the total cost is
+# that of one attention of width $E$.
+#
+# ## 2. Splitting and merging heads
+#
+# Nobody runs $H$ separate projections. One matrix $W^Q$ of shape $(E, E)$ computes all the heads'
+# queries at once, $Q = X W^Q$ of shape $(B, L, E)$, and head $h$ owns the columns
+# $hD, \dots, (h+1)D - 1$. To let one batched matrix product handle all heads, we move the heads
+# next to the batch dimension:
+#
+# $$(B, L, E) \xrightarrow{\text{reshape}} (B, L, H, D) \xrightarrow{\text{transpose}} (B, H, L, D).$$
+#
+# Careful: reshaping straight to $(B, H, L, D)$ has the right shape and the wrong content (it cuts
+# the *sequence* into chunks). The transpose is what puts positions back in place.
+#
+# ### Exercise 1: split heads (1 point)
+
+# %% nbgrader={"grade": false, "grade_id": "split_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def split_heads(x, num_heads):
+    """Cut the last dim of x into num_heads heads of D = E / num_heads features, heads before positions.
+
+    Args:
+        x: float tensor (..., L, E), E divisible by num_heads (any leading dims, e.g. (B, L, E)).
+        num_heads: H.
+
+    Returns:
+        Tensor (..., H, L, D) with result[..., h, l, d] = x[..., l, h * D + d].
+    """
+    ### BEGIN SOLUTION
+    *lead, length, width = x.shape
+    head_dim = width // num_heads
+    return x.reshape(*lead, length, num_heads, head_dim).transpose(-3, -2)  # (..., L, H, D) -> (..., H, L, D)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "split_heads_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_exercise("split_heads", split_heads)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("split_heads", split_heads)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### Exercise 2: merge heads (1 point)
+#
+# After attention, each head has an output of shape $(B, H, L, D)$. Concatenating the heads is the
+# inverse of the split: back to $(B, L, H, D)$, then flatten the last two dimensions to $E$.
+# (After a transpose the tensor is no longer contiguous in memory: `reshape` copies when it must,
+# `view` refuses.)
+
+# %% nbgrader={"grade": false, "grade_id": "merge_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def merge_heads(x):
+    """Inverse of split_heads: concatenate the heads' features.
+
+    Args:
+        x: float tensor (..., H, L, D).
+
+    Returns:
+        Tensor (..., L, H * D) with result[..., l, h * D + d] = x[..., h, l, d].
+    """
+    ### BEGIN SOLUTION
+    *lead, heads, length, head_dim = x.shape
+    return x.transpose(-3, -2).reshape(*lead, length, heads * head_dim)  # (..., L, H, D) -> (..., L, E)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "merge_heads_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_exercise("merge_heads", merge_heads)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("merge_heads", merge_heads)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Numbers make the bookkeeping concrete: number the features of 3 positions 0 to 11 and split
+# them into 2 heads. Head 0 does not get the first half of the numbers; it gets the first half of
+# *every position's* features, and keeps all 3 positions. Merging gives the original back exactly.
+
+# %%
+x = torch.arange(12.0).reshape(1, 3, 4)  # (B=1, L=3, E=4)
+print("x (L=3, E=4):\n", x[0])
+print("head 0 (L=3, D=2):\n", split_heads(x, 2)[0, 0])
+print("head 1 (L=3, D=2):\n", split_heads(x, 2)[0, 1])
+print("merge_heads(split_heads(x)) == x:", torch.equal(merge_heads(split_heads(x, 2)), x))
+
+# %% [markdown]
+# ## 3. Multi-head attention from scratch
+#
+# Now the whole layer. In this lesson's math, a projection multiplies on the right,
+# $Q = X_q W_q$ with $W_q$ of shape $(E_\text{in}, E_\text{out})$:
+#
+# 1. project: $Q = X_q W_q$, $K = X_{kv} W_k$, $V = X_{kv} W_v$;
+# 2. split each into $H$ heads, $(B, H, L, D)$;
+# 3. attend in every head at once: $\operatorname{softmax}(Q K^\top / \sqrt{D})\,V$. Note the
+#    $\sqrt{D}$: each head's dot products run over its own $D$ features, not over $E$;
+# 4. merge the heads and project with $W_o$.
+#
+# **Self- and cross-attention** are the same function. In self-attention the queries, keys and
+# values all come from one sequence, $X_q = X_{kv} = X$; in cross-attention (a translation decoder
+# reading the source sentence) the queries come from one sequence and the keys and values from
+# another, of a different length $L_k$ and even a different width $E_k$ (then $W_k$ and $W_v$ are
+# $(E_k, E)$).
+#
+# **Masks.** `key_padding_mask` of shape $(B, L_k)$ says which keys of each sequence are real:
+# as everywhere in this course, **True = takes part**. It must reach every head and every query:
+# index it as `key_padding_mask[:, None, None, :]`, shape $(B, 1, 1, L_k)$. `is_causal=True`
+# lets query $i$ see keys $j \le i$.
+#
+# ### Exercise 3: multi-head attention (3 points)
+
+# %% nbgrader={"grade": false, "grade_id": "multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def multihead_attention(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None, is_causal=False):
+    """Multi-head attention: project, split into heads, attend in each head, merge, project out.
+
+    Args:
+        x_q: float tensor (B, Lq, E), the sequence the queries come from.
+        x_kv: float tensor (B, Lk, E_k), the sequence the keys and values come from (x_q itself
+            for self-attention).
+        W_q: (E, E); W_k, W_v: (E_k, E); W_o: (E, E). Projections multiply on the right: Q = x_q @ W_q.
+        num_heads: H, dividing E; each head has D = E / H features.
+        key_padding_mask: None, or boolean (B, Lk): True = the key takes part, False = padding.
+        is_causal: if True, query i attends only to keys j <= i.
+
+    Returns:
+        Float tensor (B, Lq, E): merge_heads(softmax(Q_h K_h^T / sqrt(D) + masks) V_h) @ W_o.
+    """
+    ### BEGIN SOLUTION
+    q = split_heads(x_q @ W_q, num_heads)  # (B, H, Lq, D)
+    k = split_heads(x_kv @ W_k, num_heads)  # (B, H, Lk, D)
+    v = split_heads(x_kv @ W_v, num_heads)  # (B, H, Lk, D)
+    mask = None
+    if key_padding_mask is not None:
+        mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk): the same keys for every head and query
+    if is_causal:
+        causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()  # (Lq, Lk)
+        mask = causal if mask is None else mask & causal
+    heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(D): D is q's last dim
+    return merge_heads(heads) @ W_o  # (B, Lq, E)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "multihead_attention_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+check_exercise("multihead_attention", multihead_attention)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("multihead_attention", multihead_attention)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# The same function does both kinds of attention. A decoder's 3 words reading an encoder's 7:
+
+# %%
+E, H = 16, 4
+W_q, W_k, W_v, W_o = (torch.randn(E, E) / math.sqrt(E) for _ in range(4))
+source, target = torch.randn(1, 7, E), torch.randn(1, 3, E)
+print("self-attention  (target on itself):", tuple(multihead_attention(target, target, W_q, W_k, W_v, W_o, H).shape))
+print("cross-attention (target on source):", tuple(multihead_attention(target, source, W_q, W_k, W_v, W_o, H).shape))
+
+# %% [markdown]
+# ## 4. The same layer as PyTorch's `nn.MultiheadAttention`
+#
+# PyTorch ships this layer as `nn.MultiheadAttention`. Loading its weights into your function is
+# the best test you can have, and it shows three conventions that trip everybody up:
+#
+# * **Layout.** Like every `nn.Linear`, torch stores a projection as `(out, in)` and computes
+#   $x W^\top + b$; our $W_q$ is `(in, out)`. So $W_q$ is the *transpose* of torch's matrix.
+# * **Packing.** With equal widths, torch keeps $W^Q$, $W^K$, $W^V$ stacked in one
+#   `in_proj_weight` of shape $(3E, E)$, rows in that order, and their biases in `in_proj_bias`
+#   $(3E)$; the output projection is `out_proj.weight` $(E, E)$ and `out_proj.bias`.
+# * **Mask polarity.** In torch's `key_padding_mask`, **True means *ignore* this key**: the
+#   opposite of ours (and of `F.scaled_dot_product_attention`).
+#
+# ### Exercise 4: parity with `nn.MultiheadAttention` (2 points)
+#
+# Compute what `nn.MultiheadAttention(E, num_heads, batch_first=True)` computes, from its
+# parameters. Its biases may be `None` (a module built with `bias=False`). Your
+# `multihead_attention` has no biases, so either add them yourself around it, or write the few
+# lines again.
+
+# %% nbgrader={"grade": false, "grade_id": "mha_with_torch_weights", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
+                           num_heads, key_padding_mask=None):
+    """The output of nn.MultiheadAttention(E, num_heads, batch_first=True) with these parameters.
+
+    Args:
+        query: (B, Lq, E); key: (B, Lk, E); value: (B, Lk, E).
+        in_proj_weight: (3E, E), torch's [W_Q; W_K; W_V] in (out, in) layout.
+        in_proj_bias: (3E,) or None.
+        out_proj_weight: (E, E) in (out, in) layout; out_proj_bias: (E,) or None.
+        num_heads: H.
+        key_padding_mask: None or boolean (B, Lk) in TORCH's polarity: True = ignore the key.
+
+    Returns:
+        Float tensor (B, Lq, E): torch's attn_output.
+    """
+    ### BEGIN SOLUTION
+    W_q, W_k, W_v = in_proj_weight.chunk(3, dim=0)  # each (E, E), (out, in)
+    b_q, b_k, b_v = in_proj_bias.chunk(3) if in_proj_bias is not None else (0.0, 0.0, 0.0)
+    q = split_heads(query @ W_q.T + b_q, num_heads)  # (B, H, Lq, D)
+    k = split_heads(key @ W_k.T + b_k, num_heads)  # (B, H, Lk, D)
+    v = split_heads(value @ W_v.T + b_v, num_heads)  # (B, H, Lk, D)
+    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # ours: True = takes part
+    out = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) @ out_proj_weight.T
+    return out if out_proj_bias is None else out + out_proj_bias
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "mha_with_torch_weights_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+check_exercise("mha_with_torch_weights", mha_with_torch_weights)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("mha_with_torch_weights", mha_with_torch_weights)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Now with a real module, its random initialisation and a padding mask, in float64 so that any gap
+# is a mistake and not rounding:
+
+# %%
+torch_mha = nn.MultiheadAttention(embed_dim=16, num_heads=4, batch_first=True, dtype=torch.float64).eval()
+x = torch.randn(2, 5, 16, dtype=torch.float64)
+ignore = torch.tensor([[False] * 5, [False, False, False, True, True]])  # torch: True = ignore
+theirs, _ = torch_mha(x, x, x, key_padding_mask=ignore)
+ours = mha_with_torch_weights(x, x, x, torch_mha.in_proj_weight, torch_mha.in_proj_bias, torch_mha.out_proj.weight,
+                              torch_mha.out_proj.bias, 4, key_padding_mask=ignore)
+print(f"largest gap to nn.MultiheadAttention: {(ours - theirs).abs().max().item():.1e}")
+
+# %% [markdown]
+# ## 5. Attention does not know where anything is
+#
+# Lesson 1 showed that attention is *permutation equivariant*: shuffle the tokens of a sequence,
+# and self-attention returns the same outputs, shuffled the same way. Multi-head attention is no
+# different: every head is, and so is merging them. Check it on your function:
+
+# %%
+x = torch.randn(1, 6, E)
+out = multihead_attention(x, x, W_q, W_k, W_v, W_o, H)
+perm = torch.randperm(6)
+print("self-attention of the shuffled sequence == shuffled outputs:",
+      torch.allclose(multihead_attention(x[:, perm], x[:, perm], W_q, W_k, W_v, W_o, H), out[:, perm], atol=1e-6))
+
+# %% [markdown]
+# So a stack of attention layers (and position-wise feed-forward layers) sees a *bag* of tokens:
+# "dog bites man" and "man bites dog" get the same outputs per word. To use word order, the model
+# must be told each token's position. Two ways are in wide use.
+#
+# ## 6. Sinusoidal positional encoding
+#
+# Vaswani et al. (2017, section 3.5) add to the embedding of the token at position $p$ a fixed
+# vector $\mathrm{PE}_p$ whose pairs of coordinates are clocks turning at different speeds:
+#
+# $$\mathrm{PE}_{p,\,2i} = \sin\!\big(p\,\theta_i\big), \qquad \mathrm{PE}_{p,\,2i+1} = \cos\!\big(p\,\theta_i\big),
+# \qquad \theta_i = 10000^{-2i/d}, \quad i = 0, \dots, d/2 - 1.$$
+#
+# The first pair turns by one radian per position, the last one barely moves: like the hands of a
+# clock, together they tell positions apart over long ranges. And because
+# $(\sin, \cos)$ at $p + k$ is a *rotation* of $(\sin, \cos)$ at $p$ by the angle $k\theta_i$, the
+# encoding of position $p + k$ is a linear function of that of $p$, the same for every $p$: the
+# authors' reason to hope the model would pick up relative positions.
+#
+# ### Exercise 5: sinusoidal encoding (1 point)
+#
+# Return the $(L, d)$ matrix, sines in the even columns and cosines in the odd ones. Compute
+# $p\,\theta_i$ as an outer product of positions and frequencies.
+
+# %% nbgrader={"grade": false, "grade_id": "sinusoidal_encoding", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sinusoidal_encoding(length, d_model):
+    """The sinusoidal positional encoding of Vaswani et al. (2017).
+
+    Args:
+        length: number of positions L.
+        d_model: the (even) width d.
+
+    Returns:
+        float32 tensor (L, d): PE[p, 2i] = sin(p * theta_i), PE[p, 2i + 1] = cos(p * theta_i),
+        theta_i = 10000 ** (-2i / d).
+    """
+    ### BEGIN SOLUTION
+    positions = torch.arange(length, dtype=torch.float64)  # (L,)
+    theta = 10000.0 ** (-torch.arange(0, d_model, 2, dtype=torch.float64) / d_model)  # (d/2,)
+    angles = positions[:, None] * theta[None, :]  # (L, d/2)
+    encoding = torch.zeros(length, d_model, dtype=torch.float64)
+    encoding[:, 0::2] = torch.sin(angles)
+    encoding[:, 1::2] = torch.cos(angles)
+    return encoding.float()
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "sinusoidal_encoding_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_exercise("sinusoidal_encoding", sinusoidal_encoding)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("sinusoidal_encoding", sinusoidal_encoding)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# On the left, the encoding of 64 positions in 32 dimensions: fast clocks on the left columns, slow
+# ones on the right. On the right, the dot products
+# $\mathrm{PE}_p \cdot \mathrm{PE}_q = \sum_i \cos\big((p - q)\,\theta_i\big)$: they depend only on
+# the distance $|p - q|$, largest at 0 and falling off, in waves, with the distance.
+
+# %%
+pe = sinusoidal_encoding(64, 32)
+fig, (ax_pe, ax_dot) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
+image = ax_pe.imshow(pe, cmap="RdBu", aspect="auto")
+ax_pe.set(xlabel="dimension", ylabel="position $p$", title="sinusoidal encoding $\\mathrm{PE}_p$")
+fig.colorbar(image, ax=ax_pe)
+image = ax_dot.imshow(pe @ pe.T, cmap="viridis")
+ax_dot.set(xlabel="position $q$", ylabel="position $p$", title="$\\mathrm{PE}_p \\cdot \\mathrm{PE}_q$")
+fig.colorbar(image, ax=ax_dot)
+plt.show()
+
+# %% [markdown]
+# ## 7. Rotary position embedding (RoPE)
+#
+# Most recent language models (LLaMA, Mistral, Qwen, ...) do not add positions to the embeddings.
+# They *rotate* the queries and keys instead (Su et al., "RoFormer", 2021). Split a query
+# $\mathbf q$ at position $m$ into pairs of features $(q_{2i}, q_{2i+1})$ and turn each pair, seen
+# as a point in the plane, by the angle $m\,\theta_i$ (the same frequencies as above):
+#
+# $$\begin{pmatrix} q'_{2i} \\ q'_{2i+1} \end{pmatrix}
+# = \begin{pmatrix} \cos m\theta_i & -\sin m\theta_i \\ \sin m\theta_i & \cos m\theta_i \end{pmatrix}
+#   \begin{pmatrix} q_{2i} \\ q_{2i+1} \end{pmatrix}.$$
+#
+# Do the same to the keys, with their own positions $n$. A dot product of two rotated vectors
+# depends only on the *difference* of their angles, so the score
+# $\mathbf q'_m \cdot \mathbf k'_n = \mathbf q^\top R_{n-m}\, \mathbf k$ depends on the positions
+# only through the offset $n - m$: attention becomes relative by construction. Rotations also keep
+# lengths, so RoPE changes no vector's norm. The values are not rotated.
+#
+# **Pairing convention.** Here the pairs are *interleaved*, features $(2i, 2i+1)$, as in the
+# paper. Some code (GPT-NeoX, Hugging Face's LLaMA) pairs feature $i$ with $i + d/2$ instead: the
+# same idea on permuted features, and a classic source of bugs when weights are moved between the
+# two.
+#
+# ### Exercise 6: rotary embedding (2 points)
+#
+# Rotate every pair of the last dimension of `x` by its position's angles, positions
+# $0, 1, \dots, L-1$ along dimension $-2$. `x[..., 0::2]` and `x[..., 1::2]` are the first and
+# second members of the pairs; `torch.stack([a, b], dim=-1).flatten(-2)` interleaves them back.
+
+# %% nbgrader={"grade": false, "grade_id": "apply_rope", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def apply_rope(x):
+    """Rotary position embedding with interleaved pairs (x[2i], x[2i+1]).
+
+    Args:
+        x: float tensor (..., L, d), d even; position p = 0 .. L-1 is the index along dim -2.
+
+    Returns:
+        Tensor of x's shape and dtype: pair i at position p rotated by the angle p * theta_i,
+        theta_i = 10000 ** (-2i / d):
+            out[..., p, 2i]     = x[..., p, 2i] cos(p theta_i) - x[..., p, 2i+1] sin(p theta_i)
+            out[..., p, 2i + 1] = x[..., p, 2i] sin(p theta_i) + x[..., p, 2i+1] cos(p theta_i)
+    """
+    ### BEGIN SOLUTION
+    length, d = x.shape[-2:]
+    positions = torch.arange(length, dtype=torch.float64)  # (L,)
+    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
+    angles = positions[:, None] * theta[None, :]  # (L, d/2)
+    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
+    first, second = x[..., 0::2], x[..., 1::2]  # (..., L, d/2) each
+    rotated = torch.stack([first * cos - second * sin, first * sin + second * cos], dim=-1)  # (..., L, d/2, 2)
+    return rotated.flatten(-2)  # (..., L, d), pairs interleaved again
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "apply_rope_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+check_exercise("apply_rope", apply_rope)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("apply_rope", apply_rope)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# Both promises, checked. Put the *same* query vector at every position and the *same* key vector
+# at every position: the score then depends only on the offset $n - m$, so every diagonal of the
+# score matrix is constant (left). Without RoPE, every score would be equal. And the norms are
+# untouched. On the right, one row of scores: how a query's score for a fixed key varies with the
+# distance, a pattern the model can learn to shape.
+
+# %%
+L, d = 32, 16
+q_vec, k_vec = torch.randn(d, dtype=torch.float64), torch.randn(d, dtype=torch.float64)
+q_rot, k_rot = apply_rope(q_vec.expand(L, d)), apply_rope(k_vec.expand(L, d))  # (L, d): the same vector at every position
+scores = q_rot @ k_rot.T  # (L, L): query position m, key position n
+print("every diagonal is constant (score depends only on n - m):",
+      all(torch.allclose(scores.diagonal(k), scores.diagonal(k)[:1].expand(L - abs(k))) for k in range(-L + 1, L)))
+print("norms preserved:", torch.allclose(q_rot.norm(dim=-1), q_vec.norm().expand(L)))
+
+fig, (ax_map, ax_row) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+image = ax_map.imshow(scores, cmap="RdBu")
+ax_map.set(xlabel="key position $n$", ylabel="query position $m$", title="RoPE scores of one q and one k")
+fig.colorbar(image, ax=ax_map)
+for m in [0, 10, 20]:
+    ax_row.plot(torch.arange(L) - m, scores[m], "o-", ms=3, label=f"query at $m = {m}$")
+ax_row.set(xlabel="offset $n - m$", ylabel="score", title="the same curve, whatever $m$")
+ax_row.legend()
+plt.show()
+
+# %% [markdown]
+# ## 8. The causal mask, and decoding with a key/value cache
+#
+# A language model generates text one token at a time, and while training it must not peek at the
+# token it is asked to predict: query $i$ may attend only keys $j \le i$, the causal mask of
+# Lesson 1 (`is_causal=True` in your `multihead_attention`).
+#
+# Causality has a consequence worth money. When the model generates token $t$, the keys and values
+# of tokens $0, \dots, t-1$ are exactly those of the previous step: they cannot see token $t$.
+# Recomputing them at every step wastes work that grows with the length; instead, a decoder keeps
+# them in a **key/value cache** and, for each new token, computes only its own query, key and
+# value, appends the key and value to the cache, and lets the new query attend to the whole cache.
+# No mask is needed: everything in the cache is in the past.
+#
+# ### Exercise 7: one decoding step with a cache (2 points)
+
+# %% nbgrader={"grade": false, "grade_id": "decode_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
+    """Causal self-attention output of one new token, given the cached keys and values of the tokens before it.
+
+    Args:
+        x_t: float tensor (B, 1, E), the new token's input.
+        W_q, W_k, W_v, W_o: (E, E) projections, multiplying on the right (x @ W).
+        num_heads: H; D = E / H.
+        k_cache, v_cache: (B, H, T, D), the keys and values of the T earlier tokens (T may be 0).
+
+    Returns:
+        A tuple (y_t, k_cache, v_cache): y_t (B, 1, E), the new token's output; and the caches
+        with its key and value appended, (B, H, T + 1, D) each.
+    """
+    ### BEGIN SOLUTION
+    q = split_heads(x_t @ W_q, num_heads)  # (B, H, 1, D)
+    k_cache = torch.cat([k_cache, split_heads(x_t @ W_k, num_heads)], dim=-2)  # (B, H, T + 1, D)
+    v_cache = torch.cat([v_cache, split_heads(x_t @ W_v, num_heads)], dim=-2)
+    heads = F.scaled_dot_product_attention(q, k_cache, v_cache)  # the new token sees every key: all in the past
+    return merge_heads(heads) @ W_o, k_cache, v_cache
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "decode_step_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+check_exercise("decode_step", decode_step)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("decode_step", decode_step)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# The promise of the cache: decoding token by token gives *exactly* the outputs of causal
+# self-attention over the whole sequence at once.
+
+# %%
+x = torch.randn(1, 10, E, dtype=torch.float64)
+W64 = [w.double() for w in (W_q, W_k, W_v, W_o)]
+k_cache = v_cache = torch.zeros(1, H, 0, E // H, dtype=torch.float64)  # empty caches
+steps = []
+for t in range(x.shape[1]):
+    y_t, k_cache, v_cache = decode_step(x[:, t:t + 1], *W64, H, k_cache, v_cache)
+    steps.append(y_t)
+full = multihead_attention(x, x, *W64, H, is_causal=True)
+print(f"token by token vs whole sequence: largest gap {(torch.cat(steps, dim=1) - full).abs().max().item():.1e}; "
+      f"cache now holds {k_cache.shape[-2]} tokens")
+
+# %% [markdown]
+# ### What the cache costs
+#
+# Per token, the cache stores a key and a value of $H_{kv} \cdot D$ numbers in every layer:
+#
+# $$\text{bytes} = 2 \times \text{layers} \times \text{batch} \times \text{tokens} \times H_{kv} \times D \times \text{bytes per number}.$$
+#
+# Try it before running the next cell, for a LLaMA-2-7B-sized model (Touvron et al., 2023): 32
+# layers, 32 heads of $D = 128$, a context of 4096 tokens, one sequence, float16 (2 bytes). That
+# is $2 \cdot 32 \cdot 4096 \cdot 32 \cdot 128 \cdot 2$ bytes $= 2$ GiB for *one* conversation,
+# beside 13 GB of weights. A server batching 32 conversations needs 64 GiB of cache.
+#
+# **Grouped-query attention** (GQA; Ainslie et al., 2023) shrinks it: keep all $H$ query heads but
+# only $H_{kv} < H$ key/value heads, each shared by a group of $H / H_{kv}$ query heads.
+# Multi-query attention (Shazeer, 2019) is the extreme $H_{kv} = 1$. LLaMA-2-70B uses $H = 64$
+# query heads and $H_{kv} = 8$: an 8-fold smaller cache.
+#
+# Now measured: real cache tensors for 128 tokens of a 4-layer model with 8 heads of $D = 64$, in
+# float16, with $H_{kv} = 8$ (multi-head), 2 (GQA) and 1 (multi-query).
+
+# %%
+def cache_bytes_formula(layers, tokens, kv_heads, head_dim, batch=1, bytes_per_number=2):
+    return 2 * layers * batch * tokens * kv_heads * head_dim * bytes_per_number
+
+print(f"LLaMA-2-7B, 4096 tokens, float16: {cache_bytes_formula(32, 4096, 32, 128) / 2**30:.1f} GiB per sequence")
+print(f"LLaMA-2-70B (80 layers, 8 KV heads): {cache_bytes_formula(80, 4096, 8, 128) / 2**30:.2f} GiB per sequence")
+layers, tokens, heads, head_dim = 4, 128, 8, 64
+for kv_heads in [8, 2, 1]:
+    caches = [(torch.zeros(1, kv_heads, tokens, head_dim, dtype=torch.float16),) * 2 for _ in range(layers)]
+    measured = sum(k.nbytes + v.nbytes for k, v in caches)
+    print(f"H_kv = {kv_heads}: measured {measured / 2**10:6.0f} KiB, "
+          f"formula {cache_bytes_formula(layers, tokens, kv_heads, head_dim) / 2**10:6.0f} KiB")
+
+# %% [markdown]
+# ## 9. A tiny transformer that learns to reverse
+#
+# Time to put the pieces together. `ReversalTask` generates sequences of 8 digits; the target is
+# the same sequence reversed. The output at position $i$ is the input at position $7 - i$, so a
+# model must look across the sequence, and must know positions: without them it could not tell
+# position $i$ from position $7 - i$. A held-out split of 1000 sequences never appears in training.
+
+# %%
+task = ReversalTask()
+inputs, targets = task.training_batch(3, torch.Generator().manual_seed(0))
+for source_seq, target_seq in zip(inputs, targets):
+    print(source_seq.tolist(), "->", target_seq.tolist())
+
+# %% [markdown]
+# The model is an encoder of *pre-LayerNorm* blocks. Each block adds two residual branches to its
+# input, normalising inside the branch, not after the sum as the original Transformer did; this
+# trains reliably without learning-rate warm-up (Xiong et al., 2020):
+#
+# $$x \leftarrow x + \operatorname{MultiHead}(\operatorname{LN}(x)), \qquad
+#   x \leftarrow x + \operatorname{FFN}(\operatorname{LN}(x)).$$
+#
+# It is built from your own `multihead_attention` and `sinusoidal_encoding`, so if they are right,
+# it can learn.
+
+# %%
+class Block(nn.Module):
+    """A pre-LN transformer block: x + MHA(LN(x)), then x + FFN(LN(x)). (B, L, E) -> (B, L, E)."""
+
+    def __init__(self, d_model, num_heads, d_ff):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.W_q, self.W_k, self.W_v, self.W_o = (
+            nn.Parameter(torch.randn(d_model, d_model) / math.sqrt(d_model)) for _ in range(4))
+        self.feed_forward = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + multihead_attention(h, h, self.W_q, self.W_k, self.W_v, self.W_o, self.num_heads)
+        return x + self.feed_forward(self.norm2(x))
+
+    def attention_weights(self, x):
+        """Every head's weights (B, H, L, L), for the pictures."""
+        h = self.norm1(x)
+        q, k = split_heads(h @ self.W_q, self.num_heads), split_heads(h @ self.W_k, self.num_heads)
+        return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
+
+
+class TinyTransformer(nn.Module):
+    """Embeddings (+ sinusoidal positions), pre-LN blocks, a final LN and a linear head: (B, L) -> (B, L, vocab)."""
+
+    def __init__(self, vocab_size, max_len, d_model=32, num_heads=4, num_layers=2, d_ff=64, use_positions=True):
+        super().__init__()
+        self.use_positions = use_positions
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.register_buffer("positions", sinusoidal_encoding(max_len, d_model))
+        self.blocks = nn.ModuleList(Block(d_model, num_heads, d_ff) for _ in range(num_layers))
+        self.final_norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, vocab_size)
+
+    def embed(self, tokens):
+        x = self.embedding(tokens)  # (B, L, E)
+        return x + self.positions[: tokens.shape[1]] if self.use_positions else x
+
+    def forward(self, tokens):
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.final_norm(x))  # (B, L, vocab)
+
+    @torch.no_grad()
+    def attention_maps(self, tokens):
+        """The weights of every layer and head: (layers, B, H, L, L)."""
+        x, maps = self.embed(tokens), []
+        for block in self.blocks:
+            maps.append(block.attention_weights(x))
+            x = block(x)
+        return torch.stack(maps)
+
+# %% [markdown]
+# ### Exercise 8: train it (2 points)
+#
+# Build a `TinyTransformer` for the task and train it with
+# `train_token_classifier(model, task.training_batch, steps=..., lr=...)` (AdamW on the
+# cross-entropy of every position; it shows a progress bar and returns the losses). The test
+# evaluates your model on the held-out split: at least 99% of the sequences must come out entirely
+# right. Seed torch's generator with `seed` before building the model, so the run is reproducible. A
+# model of width 32 with 4 heads and 2 layers learns the task in 400 steps with a
+# learning rate of 0.01, in seconds; try `use_positions=False` too, and see the loss get stuck.
+
+# %% nbgrader={"grade": false, "grade_id": "train_reversal_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def train_reversal_model(task, seed=0):
+    """Build a TinyTransformer for task (vocabulary task.vocab_size, length task.length), train it, return it.
+
+    Returns:
+        The trained model: model(tokens (N, L)) gives logits (N, L, vocab), and the argmax reverses
+        at least 99% of task.held_out_inputs exactly.
+    """
+    ### BEGIN SOLUTION
+    torch.manual_seed(seed)
+    model = TinyTransformer(task.vocab_size, task.length, d_model=32, num_heads=4, num_layers=2)
+    losses = train_token_classifier(model, task.training_batch, steps=400, lr=1e-2, seed=seed)
+    print(f"loss: {losses[0]:.3f} at the first step, {losses[-1]:.4f} at the last")
+    return model
+    ### END SOLUTION
+
+
+# %%
+reversal_model = train_reversal_model(task)
+accuracy = sequence_accuracy(reversal_model, task.held_out_inputs, task.held_out_targets)
+print(f"held-out sequence accuracy: {accuracy:.1%}")
+
+# %% nbgrader={"grade": true, "grade_id": "reversal_model_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+check_exercise("reversal_model", reversal_model)
+### BEGIN HIDDEN TESTS
+from course_lib.grading.exercises import check_against_reference
+check_against_reference("reversal_model", reversal_model)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## 10. What the heads learned
+#
+# Every layer and every head, on one held-out sequence: row $i$ is the output position, column $j$
+# the input position it looks at. Reversal needs position $i$ to fetch the token at $7 - i$, the
+# anti-diagonal. Look for the heads that found it, and for those that do something else (often
+# attending to the neighbours, or spreading out, in the first layer).
+
+# %%
+sequence = task.held_out_inputs[:1]  # (1, 8)
+maps = reversal_model.attention_maps(sequence)[:, 0]  # (layers, H, L, L)
+labels = [str(t) for t in sequence[0].tolist()]
+plot_attention(maps, query_labels=labels, key_labels=labels, panel_size=2.2,
+               titles=[[f"layer {layer}, head {head}" for head in range(maps.shape[1])] for layer in range(maps.shape[0])])
+
+# %% [markdown]
+# ## Recap
+#
+# * Multi-head attention runs $H$ attentions on $D = E/H$-dimensional projections and mixes their
+#   outputs with $W^O$; splitting is a reshape *and a transpose*, $(B, L, E) \to (B, H, L, D)$,
+#   and each head scales by $1/\sqrt{D}$.
+# * Self- and cross-attention are one function with different inputs.
+# * `nn.MultiheadAttention` stores $(out, in)$ weights, packs $W^Q, W^K, W^V$ into
+#   `in_proj_weight`, and its `key_padding_mask` means *ignore* when True.
+# * Attention is permutation equivariant, so positions must be injected: added (sinusoidal) or by
+#   rotating queries and keys (RoPE, whose scores depend only on the offset).
+# * A KV cache makes decoding incremental at the price of
+#   $2 \cdot \text{layers} \cdot \text{tokens} \cdot H_{kv} \cdot D$ numbers per sequence;
+#   grouped-query attention divides that by $H / H_{kv}$.
+#
+# Next, Lesson 4: attention that is fast on a GPU.
