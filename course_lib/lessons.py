@@ -30,6 +30,14 @@ LESSONS: tuple[Lesson, ...] = (
         teaches="attention as soft lookup and kernel regression, stable softmax, masks, "
         "scaled dot-product attention, why 1/sqrt(d), heatmaps, permutation equivariance",
     ),
+    Lesson(
+        id="lesson4_flash",
+        notebook="flash_attention",
+        title="GPU-efficient attention",
+        teaches="memory traffic and the roofline, naive attention's N^2 memory measured, chunked attention, "
+        "the online softmax, FlashAttention-2's tiled forward and backward, the causal tile skip, a Triton "
+        "kernel, which SDPA kernel PyTorch picks, benchmarks",
+    ),
 )
 
 

@@ -3,7 +3,7 @@
 For each lesson, nbgrader's ``generate_assignment`` turns the instructor's notebook into the
 student's (solutions replaced by stubs, hidden tests removed, outputs cleared, checksums recorded).
 The release then adds the *student kit*: the few ``course_lib`` modules the notebook imports that
-hold no reference implementation (checking, plotting, toy data). With only a lesson's folder and
+hold no reference implementation (checking, plotting, toy data, measuring). With only a lesson's folder and
 the public packages (torch, numpy, matplotlib, jupyterlab) a student can run every visible test.
 """
 
@@ -20,12 +20,12 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 # The modules of course_lib a release carries, relative to the package. They import nothing from
 # course_lib and hold no reference solution; tests/test_release.py checks both.
-STUDENT_KIT = ("plotting.py", "grading/checks.py", "data/regression.py")
+STUDENT_KIT = ("plotting.py", "grading/checks.py", "data/regression.py", "measure.py")
 
 KIT_INIT = '''"""Student kit of course_lib, shipped with each lesson of the course.
 
 It holds only what the lesson's visible tests and plots need: the checking helpers, the heatmap
-plot and the toy data. The reference implementations live in the full course_lib, which a student
+plot, the toy data and the time and memory measurements. The reference implementations live in the full course_lib, which a student
 does not need to work through the lesson.
 """
 '''

@@ -22,11 +22,11 @@ from typing import Any, Callable
 import torch
 
 from course_lib.grading.checks import CheckFailed, check_cases
-from course_lib.grading.exercises import lesson1_dot_product
+from course_lib.grading.exercises import lesson1_dot_product, lesson4_flash
 from course_lib.grading.exercises.base import TOLERANCES, Exercise
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
-LESSON_MODULES = (lesson1_dot_product,)
+LESSON_MODULES = (lesson1_dot_product, lesson4_flash)
 EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e in module.EXERCISES}
 
 
@@ -39,12 +39,20 @@ def _float64(value: Any) -> Any:
 
 
 def _case(exercise: Exercise, description: str, args: list, kwargs: dict) -> dict:
-    """One case: the inputs and the reference's output, computed in float64 and cast back."""
+    """One case: the inputs and the reference's output, computed in float64 and cast back.
+
+    A reference that returns a tuple of tensors (output and log-sum-exp, three gradients) gives a
+    tuple of expected tensors, each cast back; the tolerance is that of the first one's dtype.
+    """
     expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
     floats = [a for a in [*args, *kwargs.values()] if isinstance(a, torch.Tensor) and a.is_floating_point()]
-    if expected.is_floating_point() and floats:
-        expected = expected.to(floats[0].dtype)
-    atol, rtol = TOLERANCES.get(expected.dtype, (0.0, 0.0))
+
+    def cast_back(t: torch.Tensor) -> torch.Tensor:
+        return t.to(floats[0].dtype) if t.is_floating_point() and floats else t
+
+    expected = tuple(map(cast_back, expected)) if isinstance(expected, (tuple, list)) else cast_back(expected)
+    first = expected[0] if isinstance(expected, tuple) else expected
+    atol, rtol = TOLERANCES.get(first.dtype, (0.0, 0.0))
     return {"case": description, "args": args, "kwargs": kwargs, "expected": expected, "atol": atol, "rtol": rtol}
 
 
