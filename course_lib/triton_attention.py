@@ -26,7 +26,14 @@ __all__ = ["triton_available", "triton_flash_forward", "triton_flash_attention"]
 
 
 def triton_available() -> bool:
-    """True when triton imports and can run here: a CUDA GPU, or TRITON_INTERPRET=1 on the CPU."""
+    """True when triton imports and can run here: a CUDA GPU, or TRITON_INTERPRET=1 on the CPU.
+
+    Shapes:
+        no tensors; returns a bool.
+
+    >>> isinstance(triton_available(), bool)
+    True
+    """
     import os
 
     try:

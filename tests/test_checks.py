@@ -96,3 +96,31 @@ def test_passing_cases_print_one_tick_line(capsys):
 def test_check_failed_renders_without_a_traceback():
     rendered = CheckFailed("ex: 0 of 1 visible cases pass.")._render_traceback_()
     assert rendered == ["\x1b[31mCheckFailed\x1b[0m: ex: 0 of 1 visible cases pass."]
+
+
+def test_tuple_result_is_compared_element_by_element_and_names_the_element():
+    expected = (torch.zeros(2), torch.ones(3))
+    assert compare((torch.zeros(2), torch.ones(3)), expected, atol=0, rtol=0) is None
+    assert compare([torch.zeros(2), torch.ones(3)], expected, atol=0, rtol=0) is None  # a list is fine too
+    assert compare((torch.zeros(2), torch.ones(2)), expected, atol=0, rtol=0) == \
+        "output[1]: expected shape (3,), got (2,)"
+    message = compare((torch.zeros(2), torch.tensor([1.0, 1.0, 1.5])), expected, atol=1e-6, rtol=0)
+    assert message.startswith("output[1]: largest error 0.5 at index (2,)")
+
+
+def test_tuple_expected_but_a_tensor_or_the_wrong_count_came():
+    expected = (torch.zeros(2), torch.ones(3))
+    assert compare(torch.zeros(2), expected, atol=0, rtol=0) == \
+        "output: expected a tuple of 2 tensors, got tensor of shape (2,), dtype torch.float32"
+    assert compare((torch.zeros(2),), expected, atol=0, rtol=0) == "output: expected a tuple of 2 tensors, got 1 values"
+
+
+def test_a_stub_raising_inside_another_error_still_reads_not_implemented():
+    def kernel_stub(x):  # what Triton's interpreter does with a stub's NotImplementedError
+        try:
+            raise NotImplementedError()
+        except NotImplementedError as error:
+            raise RuntimeError("interpreter failed") from error
+
+    message = failure(kernel_stub, case(torch.zeros(1), torch.zeros(1)))
+    assert message == "ex: not implemented yet: replace the `raise NotImplementedError()` line with your code"

@@ -18,6 +18,11 @@ MODULES = [
     "course_lib.kernel_regression",
     "course_lib.plotting",
     "course_lib.data.regression",
+    "course_lib.online_softmax",
+    "course_lib.chunked",
+    "course_lib.flash",
+    "course_lib.triton_attention",
+    "course_lib.measure",
 ]
 PUBLIC_FUNCTIONS = [
     name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))
