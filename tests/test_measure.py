@@ -19,7 +19,8 @@ def test_peak_memory_of_naive_attention_is_its_two_score_matrices():
 
     peak_memory_bytes(naive, q[..., :64, :])  # libraries set up
     predicted = 2 * 8 * 1024 * 1024 * 4  # S and P in float32
-    assert predicted <= peak_memory_bytes(naive, q) <= predicted + 8 * MiB
+    # page-granular, and a few pages freed by the warm-up call may be reused unseen
+    assert 0.97 * predicted <= peak_memory_bytes(naive, q) <= predicted + 8 * MiB
 
 
 def test_peak_memory_sees_a_freed_temporary_and_not_what_was_held_before():

@@ -125,8 +125,8 @@ plt.show()
 # %%
 def naive_attention(q, k, v, is_causal=False):
     scores = (q / math.sqrt(q.shape[-1])) @ k.transpose(-2, -1)  # (B, H, N, N): the whole matrix
-    if is_causal:
-        scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+    future = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)  # key j > query i
+    scores = scores.masked_fill(future, float("-inf")) if is_causal else scores
     return torch.softmax(scores, dim=-1) @ v
 
 
@@ -443,9 +443,8 @@ check_against_reference("flash_attention_forward", flash_attention_forward)
 q, k, v = torch.randn(2, 4, 100, 32), torch.randn(2, 4, 77, 32), torch.randn(2, 4, 77, 16)
 for is_causal in [False, True]:
     out, lse = flash_attention_forward(q, k, v, is_causal=is_causal, block_q=32, block_k=16)
-    scores = q @ k.transpose(-2, -1) / math.sqrt(32)
-    if is_causal:
-        scores = scores.masked_fill(torch.ones(100, 77, dtype=torch.bool).triu(1), float("-inf"))
+    scores = q @ k.transpose(-2, -1) / math.sqrt(32)  # the full matrix, only to check the log-sum-exp
+    scores = scores.masked_fill(torch.ones(100, 77, dtype=torch.bool).triu(1) & is_causal, float("-inf"))
     print(f"is_causal={is_causal!s:5}: output gap {(out - F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)).abs().max():.1e}, "
           f"lse gap {(lse - torch.logsumexp(scores, dim=-1)).abs().max():.1e}")
 
@@ -522,7 +521,7 @@ def flash_attention_backward(query, key, value, out, lse, grad_out, is_causal=Fa
             ds = p * (do_i @ v_j.transpose(-2, -1) - delta_i)  # (..., bq, bk)
             dq[..., q_start:q_stop, :] += ds @ k_j * scale
             dk[..., k_start:k_stop, :] += ds.transpose(-2, -1) @ q_i * scale
-    return dq, dk, dv
+    return dq, dk, dv  # shaped as query, key, value
     ### END SOLUTION
 
 
@@ -648,8 +647,8 @@ def triton_flash_forward(query, key, value, is_causal=False, scale=None, block_m
     if triton is None:
         raise RuntimeError("triton is not installed (it ships for Linux): pip install triton")
     device = torch.device("cuda") if torch.cuda.is_available() else query.device
-    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     *batch, n_q, d = query.shape
+    scale = 1 / math.sqrt(d) if scale is None else scale
     n_k, d_v = key.shape[-2], value.shape[-1]
     q = query.reshape(-1, n_q, d).to(device)  # (BH, Lq, D)
     k = key.reshape(-1, n_k, d).to(device)  # (BH, Lk, D)
