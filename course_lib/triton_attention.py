@@ -56,7 +56,7 @@ def _kernel() -> Any:
         stride_vb, stride_vn, stride_vd, stride_ob, stride_om, stride_od,
         n_q, n_k, d, d_v, scale,
         IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ):
         start_m = tl.program_id(0) * BLOCK_M  # this program's first query row
         bh = tl.program_id(1)  # this program's (batch, head)
@@ -76,7 +76,7 @@ def _kernel() -> Any:
             keys = start_n + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
             k = tl.load(K + bh * stride_kb + keys[None, :] * stride_kn + cols_d[:, None] * stride_kd,
                         mask=(keys[None, :] < n_k) & (cols_d[:, None] < d), other=0.0)  # K^T (BLOCK_D, BLOCK_N)
-            s = tl.dot(q, k)  # (BLOCK_M, BLOCK_N) in float32
+            s = tl.dot(q, k, input_precision=DOT_PRECISION)  # (BLOCK_M, BLOCK_N) in float32
             visible = keys[None, :] < n_k
             if IS_CAUSAL:
                 visible = visible & (keys[None, :] <= rows[:, None])
@@ -89,7 +89,7 @@ def _kernel() -> Any:
             l = l * alpha + tl.sum(p, 1)
             v = tl.load(V + bh * stride_vb + keys[:, None] * stride_vn + cols_dv[None, :] * stride_vd,
                         mask=(keys[:, None] < n_k) & (cols_dv[None, :] < d_v), other=0.0)  # (BLOCK_N, BLOCK_DV)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
             m = m_new
         l_safe = tl.where(l == 0.0, 1.0, l)
         acc = acc / l_safe[:, None]
@@ -148,6 +148,8 @@ def triton_flash_forward(
         q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(),
         n_q, n_k, d, d_v, scale, IS_CAUSAL=is_causal, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_DV=max(16, triton.next_power_of_2(d_v)),
+        # float32 tiles multiplied in full precision: a GPU's default, TF32, keeps 10 mantissa bits
+        DOT_PRECISION="ieee" if query.dtype == torch.float32 else None,
     )
     return out.reshape(*batch, n_q, d_v), lse.reshape(*batch, n_q)
 

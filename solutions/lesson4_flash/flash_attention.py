@@ -577,7 +577,9 @@ for is_causal in [False, True]:
 # `(b, r, c)` of `Q` is at `Q + b * stride_qb + r * stride_qm + c * stride_qd`. Rows past the end
 # are switched off with `mask=` in loads and stores, and the head dimension is padded to a power
 # of two `BLOCK_D` (masked too). Useful operations: `tl.arange`, `tl.zeros`, `tl.full`,
-# `tl.maximum`, `tl.max(x, 1)`, `tl.sum(x, 1)`, `tl.exp`, `tl.log`, `tl.where`, `tl.dot`.
+# `tl.maximum`, `tl.max(x, 1)`, `tl.sum(x, 1)`, `tl.exp`, `tl.log`, `tl.where`, `tl.dot`. On a
+# GPU, `tl.dot` of float32 tiles rounds its inputs to TF32 (10 mantissa bits) unless you pass
+# `input_precision="ieee"`: do, or the tests' float32 tolerance will catch the difference.
 #
 # Without a GPU, the setup cell set `TRITON_INTERPRET=1`: the kernel then runs on CPU tensors,
 # program after program, in numpy. That is slow but exact, so the tests use tiny shapes.
@@ -618,7 +620,7 @@ if triton is not None:
             keys = start_n + tl.arange(0, BLOCK_N)
             k_t = tl.load(K + bh * stride_kb + keys[None, :] * stride_kn + cols_d[:, None] * stride_kd,
                           mask=(keys[None, :] < n_k) & (cols_d[:, None] < d), other=0.0)  # K^T tile (BLOCK_D, BLOCK_N)
-            s = tl.dot(q, k_t)  # (BLOCK_M, BLOCK_N)
+            s = tl.dot(q, k_t, input_precision="ieee")  # (BLOCK_M, BLOCK_N), float32 products in full
             visible = keys[None, :] < n_k
             if IS_CAUSAL:
                 visible = visible & (keys[None, :] <= rows[:, None])
@@ -629,7 +631,7 @@ if triton is not None:
             l = l * alpha + tl.sum(p, 1)
             v = tl.load(V + bh * stride_vb + keys[:, None] * stride_vn + cols_dv[None, :] * stride_vd,
                         mask=(keys[:, None] < n_k) & (cols_dv[None, :] < d_v), other=0.0)  # (BLOCK_N, BLOCK_DV)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
             m = m_new
         acc = acc / l[:, None]
         tl.store(O + bh * stride_ob + rows[:, None] * stride_om + cols_dv[None, :] * stride_od,
@@ -729,7 +731,7 @@ with sdpa_kernel(SDPBackend.MATH):
 # gap a Triton kernel closes on a GPU.
 
 # %%
-bench_sizes = [512, 1024, 2048]
+bench_sizes = [256, 512, 1024]  # small enough to run in seconds on a busy CPU
 methods = {
     "naive": naive_attention,
     "chunked (128 queries)": lambda q, k, v: chunked_attention(q, k, v, chunk_size=128),

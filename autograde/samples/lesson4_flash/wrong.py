@@ -185,7 +185,7 @@ if triton is not None:
             keys = start_n + tl.arange(0, BLOCK_N)
             k_t = tl.load(K + bh * stride_kb + keys[None, :] * stride_kn + cols_d[:, None] * stride_kd,
                           mask=(keys[None, :] < n_k) & (cols_d[:, None] < d), other=0.0)  # K^T tile (BLOCK_D, BLOCK_N)
-            s = tl.dot(q, k_t)  # (BLOCK_M, BLOCK_N)
+            s = tl.dot(q, k_t, input_precision="ieee")  # (BLOCK_M, BLOCK_N), float32 products in full
             visible = keys[None, :] < n_k
             if IS_CAUSAL:
                 visible = visible & (keys[None, :] <= rows[:, None])
@@ -196,7 +196,7 @@ if triton is not None:
             l = l * alpha + tl.sum(p, 1)
             v = tl.load(V + bh * stride_vb + keys[:, None] * stride_vn + cols_dv[None, :] * stride_vd,
                         mask=(keys[:, None] < n_k) & (cols_dv[None, :] < d_v), other=0.0)  # (BLOCK_N, BLOCK_DV)
-            acc = acc + tl.dot(p.to(v.dtype), v)  # not rescaled
+            acc = acc + tl.dot(p.to(v.dtype), v, input_precision="ieee")  # not rescaled
             m = m_new
         acc = acc / l[:, None]
         tl.store(O + bh * stride_ob + rows[:, None] * stride_om + cols_dv[None, :] * stride_od,
