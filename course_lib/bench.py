@@ -1,7 +1,9 @@
 """``attention-course bench``: time and peak memory of attention implementations against sequence length.
 
 Lesson 4: GPU-efficient attention. Each measurement runs in a fresh Python process, so one
-method's freed-but-cached memory never hides another's: the child allocates the inputs, resets
+method's freed-but-cached memory never hides another's, with glibc told to return every freed
+block of 128 KiB or more to the system at once (as ``course_lib.measure`` does): the child
+allocates the inputs, resets
 the process's peak resident memory (Linux: ``/proc/self/clear_refs``), runs the method once and
 reads the peak (``VmHWM``) minus the memory held before the call. The result is what the call
 itself needed: its output, its temporaries and, forward+backward, the gradients. On CUDA the
@@ -163,6 +165,11 @@ def _reset_peak_rss() -> bool:
 
 def measure_here(config: Config) -> Measurement:
     """Run one measurement in this process (the bench runs it in a fresh child)."""
+    from course_lib.measure import _configure_malloc
+
+    # Freed blocks of 128 KiB or more go back to the system at once, so the peak resident memory
+    # follows the live tensors, not how much glibc's per-thread arenas happen to keep cached.
+    _configure_malloc()
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
