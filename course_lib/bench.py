@@ -7,8 +7,9 @@ allocates the inputs, resets
 the process's peak resident memory (Linux: ``/proc/self/clear_refs``), runs the method once and
 reads the peak (``VmHWM``) minus the memory held before the call. The result is what the call
 itself needed: its output, its temporaries and, forward+backward, the gradients. On CUDA the
-peak is ``torch.cuda.max_memory_allocated`` above the same baseline. Times are the median of
-``repeat`` calls after that first one.
+peak is ``torch.cuda.max_memory_allocated`` above the same baseline. Times are measured in a
+second fresh process, with the allocator left as it is: the median of ``repeat`` calls after
+one warm-up call.
 
 Methods:
     naive    softmax(Q K^T * scale) V with the whole (N, N) score matrix (the lesson's starting point)
@@ -163,13 +164,16 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def measure_here(config: Config) -> Measurement:
-    """Run one measurement in this process (the bench runs it in a fresh child)."""
-    from course_lib.measure import _configure_malloc
+def measure_here(config: Config, part: str = "memory") -> Measurement:
+    """Measure ``config`` in this process: its peak memory (``part="memory"``), or its time
+    (``part="time"``). The bench runs each part in a fresh child process."""
+    if part == "memory":
+        from course_lib.measure import _configure_malloc
 
-    # Freed blocks of 128 KiB or more go back to the system at once, so the peak resident memory
-    # follows the live tensors, not how much glibc's per-thread arenas happen to keep cached.
-    _configure_malloc()
+        # Freed blocks of 128 KiB or more go back to the system at once, so the peak resident memory
+        # follows the live tensors, not how much glibc's per-thread arenas happen to keep cached.
+        # (Not when timing: a fresh mmap per tile would slow down the tiled methods unfairly.)
+        _configure_malloc()
     if config.threads:
         torch.set_num_threads(config.threads)
     device = torch.device(config.device)
@@ -203,6 +207,16 @@ def measure_here(config: Config) -> Measurement:
             out.sum().backward()
         del tiny, out
     sync()
+    if part == "time":
+        call()  # warm-up at full size
+        times = []
+        for _ in range(config.repeat):
+            sync()
+            start = time.perf_counter()
+            call()
+            sync()
+            times.append(time.perf_counter() - start)
+        return Measurement(config, statistics.median(times), None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
         before = torch.cuda.memory_allocated()
@@ -215,19 +229,12 @@ def measure_here(config: Config) -> Measurement:
         call()
         peak_rss = _rss_bytes("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         peak = max(0, peak_rss - before)
-    times = []
-    for _ in range(config.repeat):
-        sync()
-        start = time.perf_counter()
-        call()
-        sync()
-        times.append(time.perf_counter() - start)
-    return Measurement(config, statistics.median(times), peak)
+    return Measurement(config, None, peak)
 
 
 def _child_main() -> None:
-    config = Config(**json.loads(sys.argv[1]))
-    m = measure_here(config)
+    config, part = Config(**json.loads(sys.argv[1])), sys.argv[2]
+    m = measure_here(config, part)
     print(json.dumps({"seconds": m.seconds, "peak_bytes": m.peak_bytes}))
 
 
@@ -240,12 +247,15 @@ def measure(config: Config, memory_limit_bytes: int | None = None) -> Measuremen
         return Measurement(config, None, None, f"naive N={config.n}: skipped, needs ~{need:.1f} GiB "
                                                f"(> --memory-limit-gb); raise the limit to run it")
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    result = subprocess.run([sys.executable, "-c", "from course_lib.bench import _child_main; _child_main()",
-                             json.dumps(asdict(config))], capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1]
-        return Measurement(config, None, None, f"{config.method} N={config.n} {config.mode}: failed: {last}")
-    data = json.loads(result.stdout.strip().splitlines()[-1])
+    data = {}
+    for part in ("memory", "time"):  # one fresh process each: see measure_here
+        result = subprocess.run([sys.executable, "-c", "from course_lib.bench import _child_main; _child_main()",
+                                 json.dumps(asdict(config)), part], capture_output=True, text=True, env=env)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["killed (out of memory?)"])[-1]
+            return Measurement(config, None, None, f"{config.method} N={config.n} {config.mode}: failed: {last}")
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        data.update({k: v for k, v in measured.items() if v is not None})
     return Measurement(config, data["seconds"], data["peak_bytes"])
 
 
