@@ -19,15 +19,25 @@ from course_lib.additive import (
     key_mask,
 )
 from course_lib.decoder import attention_decoder_step
+from course_lib.chunked import chunked_attention
 from course_lib.dot_product import attention_weights, scaled_dot_product_attention
+from course_lib.flash import (
+    FlashAttention,
+    causal_tile_mask,
+    flash_attention,
+    flash_attention_backward,
+    flash_attention_forward,
+)
 from course_lib.kernel_regression import nadaraya_watson, nadaraya_watson_weights
 from course_lib.kv_cache import CausalSelfAttention, KVCache, cached_causal_attention, kv_cache_bytes
 from course_lib.masks import causal_mask, padding_mask
 from course_lib.multihead import MultiHeadAttention, merge_heads, multihead_attention, split_heads
+from course_lib.online_softmax import merge_softmax_states, online_softmax
 from course_lib.plotting import plot_attention
 from course_lib.positional import apply_rope, rope_angles, sinusoidal_encoding
 from course_lib.softmax import masked_softmax, softmax
 from course_lib.transformer import TinyTransformer, TransformerBlock, TransformerConfig
+from course_lib.triton_attention import triton_available, triton_flash_attention, triton_flash_forward
 
 __all__ = [
     "__version__",
@@ -76,4 +86,19 @@ __all__ = [
     "TransformerConfig",
     "TransformerBlock",
     "TinyTransformer",
+    # online_softmax.py
+    "merge_softmax_states",
+    "online_softmax",
+    # chunked.py
+    "chunked_attention",
+    # flash.py
+    "causal_tile_mask",
+    "flash_attention_forward",
+    "flash_attention_backward",
+    "FlashAttention",
+    "flash_attention",
+    # triton_attention.py (imports triton only when a kernel first runs)
+    "triton_available",
+    "triton_flash_forward",
+    "triton_flash_attention",
 ]

@@ -5,6 +5,7 @@
     attention-course validate NOTEBOOK             run a notebook's visible tests before handing it in
     attention-course release                       regenerate lessons/ from solutions/ (instructors)
     attention-course autograde SUBMISSIONS --out DIR   grade a class through nbgrader
+    attention-course bench [--n N ...] [--methods ...]  time and peak memory of attention implementations
 """
 
 from __future__ import annotations
@@ -84,6 +85,24 @@ def cmd_lab(args) -> int:
     return 0  # not reached
 
 
+def cmd_bench(args) -> int:
+    from course_lib.bench import format_table, plot_results, run_bench
+
+    print(f"Measuring {', '.join(args.methods)} at N = {', '.join(map(str, args.n))} ({', '.join(args.modes)}) "
+          f"on {args.device}, {args.dtype}, B={args.batch}, H={args.heads}, D={args.head_dim}"
+          f"{', causal' if args.causal else ''}; each measurement in a fresh process.")
+    results = run_bench(args.n, args.methods, args.modes, memory_limit_gb=args.memory_limit_gb, progress=not args.quiet,
+                        device=args.device, dtype=args.dtype, batch=args.batch, heads=args.heads,
+                        head_dim=args.head_dim, is_causal=args.causal, repeat=args.repeat, threads=args.threads)
+    print(format_table(results))
+    if args.plot != "none":
+        plot = Path(args.plot)
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_results(results).savefig(plot, dpi=120)
+        print(f"Plot: {plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="attention-course", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -116,6 +135,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "of the notebook still runs (default: Execute.timeout of autograde/nbgrader_config.py)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_autograde)
+
+    from course_lib.bench import METHODS, MODES
+
+    p = sub.add_parser("bench", help="time and peak memory against sequence length, each run in a fresh process")
+    p.add_argument("--n", type=int, nargs="+", default=[512, 1024, 2048, 4096], metavar="N", help="sequence lengths")
+    p.add_argument("--methods", nargs="+", default=["naive", "chunked", "flash", "sdpa"], choices=METHODS,
+                   help="implementations to measure (triton needs CUDA)")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                   help="forward, and/or backward (= forward + backward)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--head-dim", type=int, default=64)
+    p.add_argument("--causal", action="store_true")
+    p.add_argument("--repeat", type=int, default=3, help="timed calls per measurement (median), after a first one")
+    p.add_argument("--threads", type=int, default=0, help="torch threads per measurement (default: torch's own)")
+    p.add_argument("--memory-limit-gb", type=float, default=4.0,
+                   help="skip naive attention where its score matrices alone would exceed this (default 4)")
+    p.add_argument("--plot", default="build/bench.png", help="where to save the plot ('none': no plot)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

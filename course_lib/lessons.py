@@ -50,6 +50,15 @@ LESSONS: tuple[Lesson, ...] = (
         "pre-LN transformer trained to reverse sequences, a layer-by-head grid of attention maps",
         kit=("data/reversal.py", "training.py"),
     ),
+    Lesson(
+        id="lesson4_flash",
+        notebook="flash_attention",
+        title="GPU-efficient attention",
+        teaches="memory traffic and the roofline, naive attention's N^2 memory measured, chunked attention, "
+        "the online softmax, FlashAttention-2's tiled forward and backward, the causal tile skip, a Triton "
+        "kernel, which SDPA kernel PyTorch picks, benchmarks",
+        kit=("measure.py",),
+    ),
 )
 
 

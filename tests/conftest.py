@@ -1,7 +1,13 @@
 """Shared fixtures: the dtypes we test in, their tolerances, and a seeded generator."""
 
+import os
+
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    # Triton's kernels run on CPU tensors in its interpreter; it must be chosen before triton is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 # Explicit tolerances per dtype, for comparing our plain PyTorch code with torch's own
 # operators (fused kernels sum in a different order). float32: eps ~1.2e-7; the largest

@@ -238,3 +238,32 @@ def test_a_model_that_returns_tokens_instead_of_logits_is_told_so():
     targets = torch.zeros(3, 4, dtype=torch.long)
     message = failure(lambda tokens: tokens, model_case(targets, 0.99))
     assert "expected logits, a floating-point tensor (..., vocab), got tensor of shape (3, 4), dtype torch.int64" in message
+
+
+def test_tuple_result_is_compared_element_by_element_and_names_the_element():
+    expected = (torch.zeros(2), torch.ones(3))
+    assert compare((torch.zeros(2), torch.ones(3)), expected, atol=0, rtol=0) is None
+    assert compare([torch.zeros(2), torch.ones(3)], expected, atol=0, rtol=0) is None  # a list is fine too
+    assert compare((torch.zeros(2), torch.ones(2)), expected, atol=0, rtol=0) == \
+        "output[1]: expected shape (3,), got (2,)"
+    message = compare((torch.zeros(2), torch.tensor([1.0, 1.0, 1.5])), expected, atol=1e-6, rtol=0)
+    assert message.startswith("output[1]: largest error 0.5 at index (2,)")
+
+
+def test_tuple_expected_but_a_tensor_or_the_wrong_count_came():
+    expected = (torch.zeros(2), torch.ones(3))
+    assert compare(torch.zeros(2), expected, atol=0, rtol=0) == \
+        "expected a tuple of 2 tensors (output[0], output[1]), got tensor of shape (2,), dtype torch.float32"
+    assert compare((torch.zeros(2),), expected, atol=0, rtol=0) == \
+        "expected a tuple of 2 tensors (output[0], output[1]), got a tuple of 1"
+
+
+def test_a_stub_raising_inside_another_error_still_reads_not_implemented():
+    def kernel_stub(x):  # what Triton's interpreter does with a stub's NotImplementedError
+        try:
+            raise NotImplementedError()
+        except NotImplementedError as error:
+            raise RuntimeError("interpreter failed") from error
+
+    message = failure(kernel_stub, case(torch.zeros(1), torch.zeros(1)))
+    assert message == "ex: not implemented yet: replace the `raise NotImplementedError()` line with your code"

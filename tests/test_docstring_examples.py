@@ -28,6 +28,11 @@ MODULES = [
     "course_lib.transformer",
     "course_lib.training",
     "course_lib.data.reversal",
+    "course_lib.online_softmax",
+    "course_lib.chunked",
+    "course_lib.flash",
+    "course_lib.triton_attention",
+    "course_lib.measure",
 ]
 PUBLIC_FUNCTIONS = [
     name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))

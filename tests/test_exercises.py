@@ -154,6 +154,43 @@ PLAIN |= {"split_heads": plain_split_heads, "merge_heads": plain_merge_heads, "m
 # What passes an exercise when its reference is not itself an answer (the reversal task's reference gives
 # the target tokens; an answer is a model giving logits).
 ANSWERS = {"reversal_model": PerfectReverser()}
+def plain_flash_forward(query, key, value, is_causal=False, scale=None, block_q=16, block_k=16):
+    """A student's tiled forward in the inputs' dtype: running max, sum and accumulator per tile."""
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    n_q, n_k = query.shape[-2], key.shape[-2]
+    outs, lses = [], []
+    for qs in range(0, n_q, block_q):
+        q = query[..., qs:qs + block_q, :] * scale
+        m = torch.full(q.shape[:-1], float("-inf"), dtype=q.dtype)
+        l = torch.zeros_like(m)
+        acc = torch.zeros(*q.shape[:-1], value.shape[-1], dtype=q.dtype)
+        for ks in range(0, min(n_k, qs + q.shape[-2]) if is_causal else n_k, block_k):
+            s = q @ key[..., ks:ks + block_k, :].transpose(-2, -1)
+            if is_causal:
+                rows = torch.arange(qs, qs + q.shape[-2])[:, None]
+                s = s.masked_fill(torch.arange(ks, ks + s.shape[-1]) > rows, float("-inf"))
+            m_new = torch.maximum(m, s.amax(-1))
+            p = torch.exp(s - m_new[..., None])
+            alpha = torch.exp(m - m_new)
+            l = alpha * l + p.sum(-1)
+            acc = alpha[..., None] * acc + p @ value[..., ks:ks + block_k, :]
+            m = m_new
+        outs.append(acc / l[..., None])
+        lses.append(m + torch.log(l))
+    return torch.cat(outs, dim=-2), torch.cat(lses, dim=-1)
+
+
+def plain_flash_backward(query, key, value, out, lse, grad_out, is_causal=False, scale=None, block_q=16,
+                         block_k=16):
+    """A student's backward: autograd through plain attention (the answer an honest float32 check must pass)."""
+    q, k, v = (t.detach().requires_grad_() for t in (query, key, value))
+    o = plain_attention(q, k, v, is_causal=is_causal, scale=scale)
+    return torch.autograd.grad(o, (q, k, v), grad_out)
+
+
+PLAIN |= {"flash_attention_forward": plain_flash_forward, "flash_attention_backward": plain_flash_backward,
+         "chunked_attention": lambda q, k, v, is_causal=False, scale=None, chunk_size=1024:
+             plain_attention(q, k, v, is_causal=is_causal, scale=scale)}
 
 # A typical mistake per exercise, each of which the visible cases must catch.
 MISTAKES = {
@@ -185,6 +222,19 @@ MISTAKES = {
                                        ).unflatten(-1, (-1, 2)).transpose(-2, -1).flatten(-2),
     "decode_step": lambda *args: plain_decode_step(*args, sees_itself=False),
     "reversal_model": UntrainedReverser(),
+    # Lesson 4: the sums merged without rescaling; the causal tile skip compared with the tile's first
+    # query; a forward that never rescales its accumulator; a softmax backward summed over one tile.
+    "merge_softmax_states": lambda m_a, l_a, acc_a, m_b, l_b, acc_b: (
+        torch.maximum(m_a, m_b), l_a + l_b, acc_a + acc_b),
+    "causal_tile_mask": lambda n_q, n_k, block_q, block_k:
+        torch.arange(0, n_k, block_k)[None, :] <= torch.arange(0, n_q, block_q)[:, None],
+    "chunked_attention": lambda q, k, v, is_causal=False, scale=None, chunk_size=1024:
+        plain_attention(q, k, v, is_causal=False, scale=scale),  # ignores is_causal
+    "flash_attention_forward": lambda q, k, v, is_causal=False, scale=None, block_q=16, block_k=16: (
+        plain_attention(q, k, v, is_causal=is_causal, scale=scale),
+        torch.logsumexp(q @ k.transpose(-2, -1), dim=-1)),  # lse without the scale
+    "flash_attention_backward": lambda q, k, v, out, lse, do, is_causal=False, scale=None, block_q=16, block_k=16:
+        tuple(g * 2 for g in plain_flash_backward(q, k, v, out, lse, do, is_causal, scale)),
 }
 
 

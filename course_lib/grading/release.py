@@ -3,7 +3,7 @@
 For each lesson, nbgrader's ``generate_assignment`` turns the instructor's notebook into the
 student's (solutions replaced by stubs, hidden tests removed, outputs cleared, checksums recorded).
 The release then adds the *student kit*: the few ``course_lib`` modules the notebook imports that
-hold no reference implementation (checking, plotting, toy data). With only a lesson's folder and
+hold no reference implementation (checking, plotting, toy data, measuring). With only a lesson's folder and
 the public packages (torch, numpy, matplotlib, jupyterlab) a student can run every visible test.
 """
 
@@ -28,6 +28,7 @@ STUDENT_KIT = tuple(dict.fromkeys(COMMON_KIT + tuple(m for lesson in LESSONS for
 def student_kit(lesson: Lesson) -> tuple[str, ...]:
     """The kit modules released with ``lesson``."""
     return COMMON_KIT + lesson.kit
+
 
 KIT_INIT = '''"""Student kit of course_lib, shipped with each lesson of the course.
 

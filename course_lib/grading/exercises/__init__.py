@@ -22,11 +22,11 @@ from typing import Any, Callable
 import torch
 
 from course_lib.grading.checks import CheckFailed, check_cases
-from course_lib.grading.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead
+from course_lib.grading.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash
 from course_lib.grading.exercises.base import TOLERANCES, Exercise
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
-LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead)
+LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash)
 EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e in module.EXERCISES}
 
 
@@ -60,14 +60,15 @@ def _case(exercise: Exercise, description: str, args: list, kwargs: dict, option
     """
     expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
     names = list(expected._fields) if hasattr(expected, "_fields") else None
-    outputs = tuple(expected) if isinstance(expected, tuple) else (expected,)
+    several = isinstance(expected, (tuple, list))
+    outputs = tuple(expected) if several else (expected,)
     floats = _float_tensors([*args, *kwargs.values()])
     if floats:
         outputs = tuple(o.to(floats[0].dtype) if o.is_floating_point() else o for o in outputs)
     first_float = next((o for o in outputs if o.is_floating_point()), outputs[0])
     atol, rtol = TOLERANCES.get(first_float.dtype, (0.0, 0.0))
     case = {"case": description, "args": args, "kwargs": kwargs,
-            "expected": outputs if isinstance(expected, tuple) else outputs[0], "atol": atol, "rtol": rtol}
+            "expected": outputs if several else outputs[0], "atol": atol, "rtol": rtol}
     if names is not None:
         case["names"] = names
     return {**case, **(options or {})}

@@ -1,0 +1,64 @@
+"""Lesson 4's measured targets: flash_attention (PyTorch tiles) against F.scaled_dot_product_attention.
+
+    python benchmarks/lesson4_targets.py [--time-n 4096] [--memory-n 16384] [--naive-memory-limit-gb 4]
+
+Runs, each measurement in a fresh process (course_lib.bench), on the CPU in float32 with B=1,
+H=8, D=64, and prints every figure beside its target:
+
+* time at N=4096: flash forward <= 1.2 x sdpa; forward + backward <= 1.5 x sdpa;
+* peak memory at N=16384: flash <= 1.25 x sdpa, and <= 1/8 of naive attention.
+
+Naive attention at N=16384 needs about 16 GiB (its scores and probabilities); it runs only if
+--naive-memory-limit-gb allows it (e.g. 20 on a quiet 24 GiB machine). Otherwise its memory is
+reported as "not measured" and that target is not judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+
+import torch
+
+from course_lib.bench import format_table, run_bench
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--time-n", type=int, default=4096)
+    parser.add_argument("--memory-n", type=int, default=16384)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--naive-memory-limit-gb", type=float, default=4.0)
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+          f"torch {torch.__version__}")
+
+    timing = run_bench([args.time_n], ["flash", "sdpa"], ["forward", "backward"], repeat=args.repeat)
+    memory = run_bench([args.memory_n], ["naive", "flash", "sdpa"], ["forward"], repeat=1,
+                       memory_limit_gb=args.naive_memory_limit_gb)
+    print(format_table(timing + memory))
+
+    def get(results, method, mode):
+        return next(r for r in results if r.config.method == method and r.config.mode == mode)
+
+    checks = []
+    for mode, target in (("forward", 1.2), ("backward", 1.5)):
+        ratio = get(timing, "flash", mode).seconds / get(timing, "sdpa", mode).seconds
+        label = "forward" if mode == "forward" else "forward+backward"
+        checks.append((f"time, {label}, N={args.time_n}: flash / sdpa", ratio, f"<= {target}", ratio <= target))
+    flash, sdpa, naive = (get(memory, m, "forward") for m in ("flash", "sdpa", "naive"))
+    ratio = flash.peak_bytes / sdpa.peak_bytes
+    checks.append((f"peak memory, N={args.memory_n}: flash / sdpa", ratio, "<= 1.25", ratio <= 1.25))
+    if naive.peak_bytes is not None:
+        ratio = flash.peak_bytes / naive.peak_bytes
+        checks.append((f"peak memory, N={args.memory_n}: flash / naive", ratio, "<= 0.125", ratio <= 0.125))
+    else:
+        checks.append((f"peak memory, N={args.memory_n}: flash / naive", float("nan"), "<= 0.125", None))
+    print()
+    for name, value, target, ok in checks:
+        verdict = "not measured (naive skipped)" if ok is None else ("met" if ok else "NOT met")
+        print(f"{name:45} {value:7.3f}  target {target:8}  {verdict}")
+
+
+if __name__ == "__main__":
+    main()
