@@ -34,6 +34,8 @@ from pathlib import Path
 
 import torch
 
+from course_lib.measure import _configure_malloc, _status_bytes, peak_memory_bytes
+
 METHODS = ("naive", "chunked", "flash", "triton", "sdpa")
 MODES = ("forward", "backward")  # "backward" means forward + backward
 
@@ -147,29 +149,10 @@ class _ChunkedWithGrad(torch.autograd.Function):
         return dq, dk, dv, None
 
 
-def _rss_bytes(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak_rss() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # Linux >= 4.0: resets VmHWM to the current RSS
-        return True
-    except OSError:
-        return False
-
-
 def measure_here(config: Config, part: str = "memory") -> Measurement:
     """Measure ``config`` in this process: its peak memory (``part="memory"``), or its time
     (``part="time"``). The bench runs each part in a fresh child process."""
     if part == "memory":
-        from course_lib.measure import _configure_malloc
-
         # Freed blocks of 128 KiB or more go back to the system at once, so the peak resident memory
         # follows the live tensors, not how much glibc's per-thread arenas happen to keep cached.
         # (Not when timing: a fresh mmap per tile would slow down the tiled methods unfairly.)
@@ -217,18 +200,12 @@ def measure_here(config: Config, part: str = "memory") -> Measurement:
             sync()
             times.append(time.perf_counter() - start)
         return Measurement(config, statistics.median(times), None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated()
+    try:
+        peak = peak_memory_bytes(call, device=config.device)
+    except OSError:  # /proc/self/clear_refs not writable: the process's peak so far bounds the call's
+        before = _status_bytes("VmRSS")
         call()
-        sync()
-        peak = torch.cuda.max_memory_allocated() - before
-    else:
-        exact = _reset_peak_rss()
-        before = _rss_bytes("VmRSS")
-        call()
-        peak_rss = _rss_bytes("VmHWM") if exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        peak = max(0, peak_rss - before)
+        peak = max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
     return Measurement(config, None, peak)
 
 
