@@ -1,0 +1,306 @@
+"""Run one untrusted command (a student's notebook executed by a kernel it starts) in a sandbox.
+
+The command sees a whitelisted, read-only view of the machine (the system folders and the Python
+installation) plus one writable folder, ``workdir``; it has no network but loopback, its own PID,
+IPC and UTS namespaces, and resource limits on every process it starts. Everything it started is
+killed when it ends, when the wall limit is reached, or when the caller dies.
+
+Isolation comes from bubblewrap (``bwrap``, installed by ``./course`` on Linux). Without it the
+command still runs under the same limits, in its own process group, and ``run_sandboxed`` warns
+that the student's code can then read and write whatever the grader's user can.
+
+The process limit: ``RLIMIT_NPROC`` does not bind root, and inside bwrap's user namespace a root
+caller is still root to the kernel (uid 0 maps to the real uid 0, which the limit exempts); a
+non-root grader is bound by it. So when the pids cgroup controller is writable (root, cgroup v1
+``/sys/fs/cgroup/pids`` or a v2 hierarchy that delegates ``pids``), the run also gets its own
+cgroup with ``pids.max = limits.processes``, which holds for root and also finds every process of
+the run, even one that left the process group, when it is time to kill them. See
+autograde/THREAT_MODEL.md, "Isolation".
+"""
+from __future__ import annotations
+
+import collections
+import ctypes
+import functools
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+OUTPUT_CHARS = 20_000  # how much of the end of the output a result keeps
+
+# Files under a whitelisted /etc that the sandboxed root could otherwise read (it is uid 0 to the kernel).
+_HIDDEN_IN_ETC = ("shadow", "shadow-", "gshadow", "gshadow-")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one sandboxed run; the rlimits apply to every process it starts."""
+
+    memory_bytes: int = 4 * 2**30  # RLIMIT_AS: address space (torch's import maps about 1.5 GB)
+    cpu_seconds: int = 900  # RLIMIT_CPU: CPU time of each process
+    processes: int = 64  # pids.max of the run's cgroup; else RLIMIT_NPROC (above the user's running ones)
+    file_bytes: int = 512 * 2**20  # RLIMIT_FSIZE: the largest file it may write
+    wall_seconds: float = 1800  # the whole run; then everything is killed
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    returncode: int | None  # None when killed at the wall limit
+    timed_out: bool
+    output: str  # the last OUTPUT_CHARS characters of stdout and stderr together
+    isolated: bool  # whether it ran in bubblewrap
+
+
+class SandboxWarning(RuntimeWarning):
+    """Grading runs without isolation (no usable bubblewrap)."""
+
+
+@functools.lru_cache(maxsize=None)
+def isolation() -> str | None:
+    """'bubblewrap' when a real sandbox works here (bwrap on PATH and a trial run succeeds), else None."""
+    if not sys.platform.startswith("linux") or shutil.which("bwrap") is None:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        probe = _bwrap_prefix(Path(tmp), (), {"PATH": "/usr/bin:/bin"})
+        try:
+            trial = subprocess.run([*probe, sys.executable, "-c", "pass"], capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return None
+    return "bubblewrap" if trial.returncode == 0 else None
+
+
+def run_sandboxed(argv: list[str], workdir: Path, *, limits: Limits = Limits(),
+                  read_only: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> SandboxResult:
+    """Run ``argv`` in ``workdir`` (its only writable place) under ``limits``; kill all it started at the end.
+
+    ``read_only`` adds files or folders it may read (a worker script, say); ``env`` adds to the minimal
+    environment (PATH, HOME=workdir, LANG, TMPDIR). The output is stdout and stderr interleaved.
+    """
+    workdir = Path(workdir).resolve()
+    isolated = isolation() is not None
+    environment = {
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": str(workdir),
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp" if isolated else str(workdir / "tmp"),
+    }
+    environment.update(env or {})
+    if isolated:
+        command = [*_bwrap_prefix(workdir, read_only, environment), *argv]
+    else:
+        warnings.warn(
+            "grading runs WITHOUT isolation (bubblewrap is not installed or user namespaces are off): "
+            "the student's code can read and write every file this user can (solutions, gradebook, other "
+            "submissions) and reach the network; only the resource limits and the final kill apply. "
+            "Install bubblewrap (apt-get install bubblewrap) to sandbox it.", SandboxWarning, stacklevel=2)
+        (workdir / "tmp").mkdir(exist_ok=True)
+        command = list(argv)
+
+    cgroup = _PidsCgroup.create(limits.processes)
+    # RLIMIT_NPROC counts all the processes of the user (root is exempt), so add those already running.
+    nproc = None if cgroup is not None or os.getuid() == 0 else limits.processes + _processes_of_user(os.getuid())
+    process = subprocess.Popen(
+        command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=functools.partial(_limit_child, limits, cgroup, nproc))
+    tail = _OutputTail(process.stdout)
+    try:
+        returncode = process.wait(timeout=limits.wall_seconds)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        returncode, timed_out = None, True
+    finally:
+        _kill_all(process, cgroup)
+    return SandboxResult(returncode, timed_out, tail.text(), isolated)
+
+
+def _bwrap_prefix(workdir: Path, read_only: Sequence[Path], environment: Mapping[str, str]) -> list[str]:
+    """bwrap's arguments up to the command: whitelisted read-only binds, workdir read-write, no network."""
+    # --cap-drop ALL: a root caller keeps every capability in the new user namespace otherwise, and
+    # CAP_SYS_ADMIN there could remount the read-only binds read-write (tried: it can).
+    args = ["bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"):
+        if os.path.islink(top):  # /bin -> usr/bin on merged-/usr systems
+            args += ["--symlink", os.readlink(top), top]
+        elif os.path.isdir(top):
+            args += ["--ro-bind", top, top]
+    for name in _HIDDEN_IN_ETC:
+        if os.path.isfile(f"/etc/{name}"):
+            args += ["--ro-bind", "/dev/null", f"/etc/{name}"]
+    for path in _python_paths() + [Path(p).resolve() for p in read_only]:
+        args += ["--ro-bind", str(path), str(path)]
+    args += ["--bind", str(workdir), str(workdir), "--chdir", str(workdir), "--clearenv"]
+    for name, value in environment.items():
+        args += ["--setenv", name, value]
+    return args + ["--"]
+
+
+def _python_paths() -> list[Path]:
+    """The Python installation and the environment (a venv), each once, outside the system folders."""
+    candidates = [sys.base_prefix, sys.prefix, os.path.dirname(sys.executable),
+                  os.path.dirname(os.path.realpath(sys.executable))]
+    system = [Path(p) for p in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/etc")]
+    paths: list[Path] = []
+    for path in sorted({Path(os.path.realpath(c)) for c in candidates}, key=lambda p: len(p.parts)):
+        if not any(path == other or other in path.parents for other in paths + system):
+            paths.append(path)
+    # A venv's bin/python is a link to the base interpreter: bind the venv at its own path too.
+    for path in (Path(sys.prefix), Path(os.path.dirname(sys.executable))):
+        if path.resolve() != path and not any(path == o or o in path.parents for o in paths + system):
+            paths.append(path)
+    return paths
+
+
+def _limit_child(limits: Limits, cgroup: _PidsCgroup | None, nproc: int | None) -> None:
+    """In the child before exec: join the run's cgroup, set the rlimits every descendant inherits."""
+    if cgroup is not None:
+        cgroup.join(os.getpid())
+    for which, value in ((resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_CPU, limits.cpu_seconds),
+                         (resource.RLIMIT_FSIZE, limits.file_bytes), (resource.RLIMIT_CORE, 0)):
+        resource.setrlimit(which, (value, value))
+    if nproc is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
+    _die_with_parent()
+
+
+def _processes_of_user(uid: int) -> int:
+    """How many processes (threads included, as RLIMIT_NPROC counts them) this uid runs now."""
+    count = 0
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        try:
+            if entry.name.isdigit() and entry.stat().st_uid == uid:
+                count += len(os.listdir(entry / "task"))
+        except OSError:
+            pass
+    return count
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the caller dies (prctl PR_SET_PDEATHSIG; Linux only)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def _kill_all(process: subprocess.Popen, cgroup: _PidsCgroup | None) -> None:
+    """Kill the process group (bwrap, whose PID namespace dies with it; or the plain command's group)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    process.wait()
+    if cgroup is not None:
+        cgroup.kill_and_remove()  # also those that left the group with setsid
+
+
+class _OutputTail:
+    """Reads a pipe to its end in a thread, keeping only the last OUTPUT_CHARS characters."""
+
+    def __init__(self, pipe):
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._size = 0
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        with pipe:
+            for chunk in iter(lambda: pipe.read1(65536), b""):
+                self._chunks.append(chunk)
+                self._size += len(chunk)
+                while self._size - len(self._chunks[0]) >= 4 * OUTPUT_CHARS:
+                    self._size -= len(self._chunks.popleft())
+
+    def text(self) -> str:
+        # Everything that held the pipe open is dead by now; a grandchild outside the cgroup could
+        # still hold it (no isolation, no cgroup), so do not wait on it for ever.
+        self._thread.join(timeout=5)
+        return b"".join(list(self._chunks)).decode("utf-8", "replace")[-OUTPUT_CHARS:]
+
+
+class _PidsCgroup:
+    """A cgroup of its own for one run, with pids.max set: holds the fork limit for root too."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @classmethod
+    def create(cls, max_pids: int) -> _PidsCgroup | None:
+        """A new pids cgroup below ours, or None when the controller is not there or not writable."""
+        parent = _own_pids_cgroup()
+        if parent is None:
+            return None
+        path = parent / f"attention-course-sandbox-{uuid.uuid4().hex[:12]}"
+        try:
+            path.mkdir()
+        except OSError:
+            return None
+        try:
+            (path / "pids.max").write_text(str(max_pids))
+        except OSError:
+            cls(path).kill_and_remove()
+            return None
+        return cls(path)
+
+    def join(self, pid: int) -> None:
+        (self.path / "cgroup.procs").write_text(str(pid))
+
+    def pids(self) -> list[int]:
+        try:
+            return [int(line) for line in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def kill_and_remove(self) -> None:
+        # Forks fail at pids.max, so repeated passes catch up with anything still forking.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            pids = self.pids()
+            if not pids:
+                try:
+                    self.path.rmdir()
+                    return
+                except OSError:  # a process that is still exiting keeps the cgroup busy
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.02)
+
+
+def _own_pids_cgroup() -> Path | None:
+    """The folder of this process's cgroup in the hierarchy that has the pids controller, if any."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, relative = line.split(":", 2)
+        if "pids" in controllers.split(","):  # cgroup v1
+            folder = Path("/sys/fs/cgroup/pids") / relative.lstrip("/")
+            return folder if (folder / "cgroup.procs").exists() else None
+    for line in lines:
+        _, controllers, relative = line.split(":", 2)
+        if controllers == "":  # cgroup v2: usable when our cgroup delegates pids to its children
+            folder = Path("/sys/fs/cgroup") / relative.lstrip("/")
+            try:
+                if "pids" in (folder / "cgroup.subtree_control").read_text().split():
+                    return folder
+            except OSError:
+                return None
+    return None
