@@ -161,9 +161,7 @@ def test_memory_bomb_fails_inside(tmp_path):
     assert "MemoryError" in result.output and "allocated" not in result.output, result.output
 
 
-@needs_isolation
-@pytest.mark.skipif(not fork_limit_holds(), reason="root without a writable pids cgroup: no fork limit holds")
-def test_fork_bomb_is_contained(tmp_path):
+def run_fork_bomb(tmp_path):
     marker = f"forkbomb-{uuid.uuid4().hex}"
     start = time.monotonic()
     result = run_script(f"""
@@ -182,6 +180,20 @@ def test_fork_bomb_is_contained(tmp_path):
     assert "fork refused" in result.output, "the process limit did not stop the fork bomb"
     assert took < 10, f"the run took {took:.1f} s to end"
     assert processes_with(marker) == []
+    return result
+
+
+@needs_isolation
+@pytest.mark.skipif(not fork_limit_holds(), reason="root without a writable pids cgroup: no fork limit holds")
+def test_fork_bomb_is_contained(tmp_path):
+    assert run_fork_bomb(tmp_path).isolated
+
+
+@pytest.mark.skipif(not fork_limit_holds(), reason="root without a writable pids cgroup: no fork limit holds")
+def test_fallback_contains_a_fork_bomb(tmp_path, monkeypatch):
+    monkeypatch.setattr(sandbox, "isolation", lambda: None)
+    with pytest.warns(SandboxWarning):
+        assert not run_fork_bomb(tmp_path).isolated
 
 
 @needs_isolation
@@ -214,6 +226,7 @@ def test_torch_imports_under_the_memory_limit(tmp_path):
     assert result.returncode == 0 and "sum 3.0" in result.output, result.output
 
 
+@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
 def test_output_keeps_its_end(tmp_path):
     result = run_script("print('x' * 100_000 + 'END')", tmp_path)
     assert len(result.output) == sandbox.OUTPUT_CHARS and result.output.rstrip().endswith("xEND")

@@ -110,10 +110,15 @@ def run_sandboxed(argv: list[str], workdir: Path, *, limits: Limits = Limits(),
     cgroup = _PidsCgroup.create(limits.processes)
     # RLIMIT_NPROC counts all the processes of the user (root is exempt), so add those already running.
     nproc = None if cgroup is not None or os.getuid() == 0 else limits.processes + _processes_of_user(os.getuid())
-    process = subprocess.Popen(
-        command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=functools.partial(_limit_child, limits, cgroup, nproc))
+    try:
+        process = subprocess.Popen(
+            command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=functools.partial(_limit_child, limits, cgroup, nproc))
+    except BaseException:
+        if cgroup is not None:
+            cgroup.kill_and_remove()
+        raise
     tail = _OutputTail(process.stdout)
     try:
         returncode = process.wait(timeout=limits.wall_seconds)
