@@ -101,6 +101,8 @@ def test_cannot_write_outside_workdir(tmp_path):
         import subprocess
         remount = subprocess.run(["mount", "-o", "remount,bind,rw", "/usr"], capture_output=True)
         print("remount exit", remount.returncode)
+        nested = subprocess.run(["unshare", "--user", "true"], capture_output=True)
+        print("nested user namespace exit", nested.returncode)
         """), tmp_path)
     assert result.returncode == 0, result.output
     for path in (Path(sys.prefix) / "planted.py", "/usr/planted", "/etc/planted"):
@@ -108,6 +110,8 @@ def test_cannot_write_outside_workdir(tmp_path):
             result.output
         assert not Path(path).exists()
     assert "remount exit 0" not in result.output, "the sandbox kept CAP_SYS_ADMIN: it can remount /usr rw"
+    if "--disable-userns" in sandbox._bwrap_help():
+        assert "nested user namespace exit 0" not in result.output, "it may create user namespaces of its own"
 
 
 @needs_isolation
@@ -143,10 +147,19 @@ def test_rlimits_apply_inside(tmp_path):
                 big.write(bytes(2**20 + 1))
         except OSError as error:
             print("write stopped:", error)
+        try:
+            for name in ("/tmp/a", "/tmp/b"):  # each under the file limit, together past /tmp's size
+                with open(name, "wb") as small:
+                    small.write(bytes(2**20 - 4096))
+            print("tmp holds 2 MB")
+        except OSError as error:
+            print("tmp full:", error)
         """, tmp_path, limits=limits)
     assert str([3 * 2**30, 77, 2**20]) in result.output, result.output
     # Python ignores SIGXFSZ, so the write past the limit fails with EFBIG instead of killing it.
     assert "File too large" in result.output and (tmp_path / "big").stat().st_size == 2**20, result.output
+    if "--size" in sandbox._bwrap_help():
+        assert "tmp full: [Errno 28] No space left on device" in result.output, result.output
 
 
 @needs_isolation

@@ -50,7 +50,7 @@ class Limits:
     memory_bytes: int = 4 * 2**30  # RLIMIT_AS: address space (torch's import maps about 1.5 GB)
     cpu_seconds: int = 900  # RLIMIT_CPU: CPU time of each process
     processes: int = 64  # pids.max of the run's cgroup; else RLIMIT_NPROC (above the user's running ones)
-    file_bytes: int = 512 * 2**20  # RLIMIT_FSIZE: the largest file it may write
+    file_bytes: int = 512 * 2**20  # RLIMIT_FSIZE: the largest file it may write; also the size of its /tmp
     wall_seconds: float = 1800  # the whole run; then everything is killed
 
 
@@ -72,7 +72,7 @@ def isolation() -> str | None:
     if not sys.platform.startswith("linux") or shutil.which("bwrap") is None:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        probe = _bwrap_prefix(Path(tmp), (), {"PATH": "/usr/bin:/bin"})
+        probe = _bwrap_prefix(Path(tmp), (), {"PATH": "/usr/bin:/bin"}, 2**20)
         try:
             trial = subprocess.run([*probe, sys.executable, "-c", "pass"], capture_output=True, timeout=30)
         except (OSError, subprocess.SubprocessError):
@@ -97,7 +97,7 @@ def run_sandboxed(argv: list[str], workdir: Path, *, limits: Limits = Limits(),
     }
     environment.update(env or {})
     if isolated:
-        command = [*_bwrap_prefix(workdir, read_only, environment), *argv]
+        command = [*_bwrap_prefix(workdir, read_only, environment, limits.file_bytes), *argv]
     else:
         warnings.warn(
             "grading runs WITHOUT isolation (bubblewrap is not installed or user namespaces are off): "
@@ -130,12 +130,27 @@ def run_sandboxed(argv: list[str], workdir: Path, *, limits: Limits = Limits(),
     return SandboxResult(returncode, timed_out, tail.text(), isolated)
 
 
-def _bwrap_prefix(workdir: Path, read_only: Sequence[Path], environment: Mapping[str, str]) -> list[str]:
+@functools.lru_cache(maxsize=None)
+def _bwrap_help() -> str:
+    try:
+        return subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _bwrap_prefix(workdir: Path, read_only: Sequence[Path], environment: Mapping[str, str],
+                  tmp_bytes: int) -> list[str]:
     """bwrap's arguments up to the command: whitelisted read-only binds, workdir read-write, no network."""
     # --cap-drop ALL: a root caller keeps every capability in the new user namespace otherwise, and
     # CAP_SYS_ADMIN there could remount the read-only binds read-write (tried: it can).
-    args = ["bwrap", "--unshare-all", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+    args = ["bwrap", "--unshare-all", "--unshare-user", "--cap-drop", "ALL", "--die-with-parent", "--new-session",
+            "--proc", "/proc", "--dev", "/dev"]
+    # Newer bwrap (0.8): no nested user namespaces (less kernel to attack), and a /tmp of bounded size.
+    if "--disable-userns" in _bwrap_help():
+        args += ["--disable-userns"]
+    if "--size" in _bwrap_help():
+        args += ["--size", str(tmp_bytes)]
+    args += ["--tmpfs", "/tmp"]
     for top in ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc"):
         if os.path.islink(top):  # /bin -> usr/bin on merged-/usr systems
             args += ["--symlink", os.readlink(top), top]
