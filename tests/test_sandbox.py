@@ -4,7 +4,6 @@ Each test runs a tiny Python script through run_sandboxed. The isolation tests n
 bubblewrap (./course installs it on Linux); the fallback tests run everywhere.
 """
 import os
-import resource
 import sys
 import textwrap
 import time
