@@ -30,3 +30,7 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+
+# A test cell the student deleted is added back (nbgrader's OverwriteCells), so it is graded, and
+# reported in the class summary (attention-course autograde).
+c.OverwriteCells.add_missing_cells = True

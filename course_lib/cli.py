@@ -34,10 +34,11 @@ def cmd_release(args) -> int:
 
 
 def _grade_and_report(project: Path, submissions: Path, out: Path, lessons, quiet: bool,
-                      cell_timeout: int | None = None) -> int:
+                      cell_timeout: int | None = None, jobs: int | None = None) -> int:
     from course_lib.grading.autograde import autograde
 
-    grades = autograde(project, submissions, out, lessons=lessons, progress=not quiet, cell_timeout=cell_timeout)
+    grades = autograde(project, submissions, out, lessons=lessons, progress=not quiet, cell_timeout=cell_timeout,
+                       jobs=jobs)
     print(grades.table())
     print(f"\nScores per cell: {out / 'scores.csv'}\nGrades: {out / 'grades.csv'}\n"
           f"Feedback: {out / 'feedback'}/<student>/<lesson>/\nGradebook: {out / 'gradebook.db'}")
@@ -48,7 +49,7 @@ def cmd_autograde(args) -> int:
     from course_lib.grading.course import project_root
 
     return _grade_and_report(project_root(), Path(args.submissions), Path(args.out), _lessons(args.lesson), args.quiet,
-                             args.timeout)
+                             args.timeout, args.jobs)
 
 
 def cmd_demo(args) -> int:
@@ -62,7 +63,7 @@ def cmd_demo(args) -> int:
         submissions = write_sample_submissions(project, project / "lessons", Path(tmp) / "submitted", lessons)
         students = sorted(p.name for p in submissions.iterdir())
         print(f"Grading the sample class ({', '.join(students)}) on {len(lessons)} lesson(s) through nbgrader...")
-        return _grade_and_report(project, submissions, out, lessons, args.quiet)
+        return _grade_and_report(project, submissions, out, lessons, args.quiet, jobs=args.jobs)
 
 
 def cmd_validate(args) -> int:
@@ -111,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="grade the bundled sample class and print its score table")
     p.add_argument("--out", help="course folder to grade into (default: build/demo in the project)")
     p.add_argument("--lesson", action="append", help="only this lesson (repeatable)")
+    p.add_argument("--jobs", type=int, metavar="N", help="submissions graded at once (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
@@ -133,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=int, metavar="SECONDS",
                    help="limit per notebook cell; a cell that runs longer is interrupted and the rest "
                         "of the notebook still runs (default: Execute.timeout of autograde/nbgrader_config.py)")
+    p.add_argument("--jobs", type=int, metavar="N",
+                   help="submissions run at once, each in its own sandbox (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_autograde)
 

@@ -20,19 +20,26 @@ from __future__ import annotations
 
 import csv
 import html
+import os
 import shutil
+import tempfile
 import warnings
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 from nbgrader.api import Gradebook
+from nbgrader.converters import Autograde
+from nbgrader.preprocessors import Execute
 from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 
 from course_lib.grading.course import (NBGRADER_CONFIG, materialise_source, nbgrader_api, nbgrader_failure,
                                        read_source_notebook)
+from course_lib.grading.execution import JOBS, SandboxedExecute, execute_job, prepare_job
+from course_lib.grading.sandbox import Limits
 from course_lib.lessons import LESSONS, Lesson
 
 
@@ -146,6 +153,22 @@ def notebook_problem(path: Path) -> str | None:
     return None
 
 
+def count_code_cells(path: Path) -> int:
+    return sum(cell.cell_type == "code" for cell in nbformat.read(path, as_version=4).cells)
+
+
+def extra_files(found: list[tuple[str, Lesson, Path]]) -> list[Problem]:
+    """A note for every submission folder that holds more than its notebook: the rest is not graded."""
+    notes = []
+    for student, lesson, path in found:
+        others = sorted(str(p.relative_to(path.parent)) for p in path.parent.rglob("*")
+                        if p.is_file() and p != path and ".ipynb_checkpoints" not in p.parts)
+        if others:
+            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+            notes.append(Problem(student, lesson.id, f"extra files ignored (only the notebook is graded): {shown}"))
+    return notes
+
+
 def explain_failure(result: dict) -> str:
     """A reason for a failed nbgrader autograde that an instructor can act on."""
     text = (result.get("error") or "") + (result.get("log") or "")
@@ -205,26 +228,34 @@ def write_csvs(out: Path, grades: ClassGrades) -> None:
 
 
 def autograde(project: Path, submissions: Path, out: Path, *, lessons: tuple[Lesson, ...] = LESSONS,
-              progress: bool = True, cell_timeout: int | None = None) -> ClassGrades:
+              progress: bool = True, cell_timeout: int | None = None, jobs: int | None = None,
+              limits: Limits | None = None) -> ClassGrades:
     """Grade every submission under ``submissions`` into the course root ``out``; see the module doc.
 
-    ``cell_timeout`` (seconds) overrides the limit per cell of ``autograde/nbgrader_config.py``.
+    ``cell_timeout`` (seconds) overrides the limit per cell of ``autograde/nbgrader_config.py``;
+    ``jobs`` submissions run at once (default: one per core); ``limits`` bound each one's sandbox
+    (default: :class:`Limits`, with the whole run's wall time from the per-cell limit).
     """
     with warnings.catch_warnings():
         # nbgrader's own session handling warns on every new submission; nothing we can act on
         warnings.simplefilter("ignore", SAWarning)
-        return _autograde(project, submissions, out, lessons, progress, cell_timeout)
+        return _autograde(project, submissions, out, lessons, progress, cell_timeout, jobs, limits)
 
 
 def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesson, ...],
-               progress: bool, cell_timeout: int | None) -> ClassGrades:
+               progress: bool, cell_timeout: int | None, jobs: int | None, limits: Limits | None) -> ClassGrades:
     submissions, out = submissions.resolve(), out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     found, problems = find_submissions(submissions, lessons)
+    notes = extra_files(found)
     api = nbgrader_api(project, out, cell_timeout)
     timeout = api.config.Execute.timeout
     shutil.copyfile(project / NBGRADER_CONFIG, out / "nbgrader_config.py")  # `cd out && nbgrader ...` works
     db_url, course_id = api.coursedir.db_url, api.coursedir.course_id
+    # nbgrader's autograde, with the sandboxed run in place of its own Execute (execution.py)
+    api.config.Autograde.autograde_preprocessors = [
+        SandboxedExecute if step is Execute else step
+        for step in Autograde.class_traits()["autograde_preprocessors"].default()]
 
     used = ({lesson.id for _, lesson, _ in found} | {p.lesson for p in problems}) & {l.id for l in lessons}
     cell_ids = {}
@@ -236,36 +267,58 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
                 raise RuntimeError(f"nbgrader generate_assignment failed for {lesson.id}: {nbgrader_failure(result)}")
             cell_ids[lesson.id] = graded_cells(project, lesson)
 
+    jobs = max(1, jobs or os.cpu_count() or 1)
     graded: list[tuple[str, Lesson]] = []
-    for student, lesson, path in tqdm(found, desc="autograding", unit="notebook", disable=not progress):
-        reason = notebook_problem(path)
-        if reason is None:
+    with tempfile.TemporaryDirectory(prefix="attention-grading-") as scratch, \
+            ThreadPoolExecutor(max_workers=jobs) as pool:
+        queue = []
+        for student, lesson, path in found:  # step 1 for all, so that the pool always has work
+            reason = notebook_problem(path)
+            if reason is not None:
+                problems.append(Problem(student, lesson.id, reason))
+                continue
             for step in ("submitted", "autograded", "feedback"):
                 shutil.rmtree(out / step / student / lesson.id, ignore_errors=True)
             target = out / "submitted" / student / lesson.id
             target.mkdir(parents=True)
             shutil.copyfile(path, target / path.name)  # only the notebook: the kit and cases are the instructor's
+            run_limits = limits or Limits(wall_seconds=timeout * (count_code_cells(path) + 5))
+            try:
+                job = prepare_job(target / path.name, out / "solutions" / lesson.id,
+                                  Path(scratch) / student / lesson.id, api.config, db_url, lesson, student, run_limits)
+            except Exception as error:  # nbgrader's sanitizing refused it (e.g. broken cell metadata)
+                problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells: {error}"))
+                continue
+            job.future = pool.submit(execute_job, job, max(1, (os.cpu_count() or 1) // jobs))
+            JOBS[student, lesson.id] = job
+            queue.append(job)
+
+        for job in tqdm(queue, desc="autograding", unit="notebook", disable=not progress):
+            student, lesson = job.student, job.lesson
             result = api.autograde(lesson.id, student, force=True, create=True)
+            JOBS.pop((student, lesson.id), None)
+            shutil.rmtree(job.workdir, ignore_errors=True)
+            notes += [Problem(student, lesson.id, note) for note in job.notes]
             if result["success"]:
                 graded.append((student, lesson))
+                # now, while the pool runs the next submissions: nbgrader's feedback only reads the gradebook
+                feedback = api.generate_feedback(lesson.id, student, force=True)
+                if not feedback["success"]:
+                    notes.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(feedback)}"))
                 continue
-            reason = explain_failure(result)
             with Gradebook(db_url, course_id=course_id) as gb:  # no half-graded submission stays behind
                 try:
                     gb.remove_submission(lesson.id, student)
                 except Exception:
                     pass
-        problems.append(Problem(student, lesson.id, reason))
+            problems.append(Problem(student, lesson.id, job.reason or explain_failure(result)))
 
-    grades = ClassGrades(problems=list(problems))
+    grades = ClassGrades(problems=list(problems), notes=notes)
     with Gradebook(db_url, course_id=course_id) as gb:
         for student, lesson in graded:
             note = timeout_note(out / "autograded" / student / lesson.id / f"{lesson.notebook}.ipynb", timeout)
             if note:
                 grades.notes.append(Problem(student, lesson.id, note))
-            result = api.generate_feedback(lesson.id, student, force=True)
-            if not result["success"]:
-                grades.notes.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(result)}"))
             scores = {g.name: g for g in gb.find_submission_notebook(lesson.notebook, lesson.id, student).grades}
             for grade_id in cell_ids[lesson.id]:
                 grade = scores[grade_id]

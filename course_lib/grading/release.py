@@ -21,7 +21,7 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 # The modules of course_lib a release carries, relative to the package: those every lesson needs,
 # then each lesson's own (Lesson.kit). They import nothing from course_lib but each other and hold
 # no reference solution; tests/test_release.py checks both.
-COMMON_KIT = ("plotting.py", "grading/checks.py")
+COMMON_KIT = ("plotting.py", "grading/checks.py", "grading/answers.py")
 STUDENT_KIT = tuple(dict.fromkeys(COMMON_KIT + tuple(m for lesson in LESSONS for m in lesson.kit)))
 
 

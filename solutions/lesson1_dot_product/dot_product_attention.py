@@ -151,11 +151,11 @@ def nadaraya_watson(queries, keys, values, bandwidth=1.0):
 
 
 # %% nbgrader={"grade": true, "grade_id": "nadaraya_watson_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("nadaraya_watson", nadaraya_watson)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("nadaraya_watson", nadaraya_watson)
+from course_lib.grading.answers import record_answers
+record_answers("nadaraya_watson", nadaraya_watson)
 ### END HIDDEN TESTS
+check_exercise("nadaraya_watson", nadaraya_watson)
 
 # %% [markdown]
 # Let's put it to work. `make_regression_data` draws 50 noisy training points of
@@ -268,11 +268,11 @@ def softmax(x, dim=-1):
 
 
 # %% nbgrader={"grade": true, "grade_id": "softmax_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_exercise("softmax", softmax)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("softmax", softmax)
+from course_lib.grading.answers import record_answers
+record_answers("softmax", softmax)
 ### END HIDDEN TESTS
+check_exercise("softmax", softmax)
 
 # %% [markdown]
 # The logits that broke the naive formula are no trouble now, and your softmax agrees with
@@ -347,11 +347,11 @@ def masked_softmax(scores, mask=None, dim=-1):
 
 
 # %% nbgrader={"grade": true, "grade_id": "masked_softmax_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_exercise("masked_softmax", masked_softmax)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("masked_softmax", masked_softmax)
+from course_lib.grading.answers import record_answers
+record_answers("masked_softmax", masked_softmax)
 ### END HIDDEN TESTS
+check_exercise("masked_softmax", masked_softmax)
 
 # %% [markdown]
 # Now the masks themselves.
@@ -385,11 +385,11 @@ def causal_mask(n_q, n_k=None):
 
 
 # %% nbgrader={"grade": true, "grade_id": "causal_mask_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("causal_mask", causal_mask)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("causal_mask", causal_mask)
+from course_lib.grading.answers import record_answers
+record_answers("causal_mask", causal_mask)
 ### END HIDDEN TESTS
+check_exercise("causal_mask", causal_mask)
 
 # %% [markdown]
 # ### Exercise 5: padding mask (1 point)
@@ -418,11 +418,11 @@ def padding_mask(lengths, max_len):
 
 
 # %% nbgrader={"grade": true, "grade_id": "padding_mask_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("padding_mask", padding_mask)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("padding_mask", padding_mask)
+from course_lib.grading.answers import record_answers
+record_answers("padding_mask", padding_mask)
 ### END HIDDEN TESTS
+check_exercise("padding_mask", padding_mask)
 
 # %% [markdown]
 # Here are the masks of a sentence of 4 real tokens padded to 6, as maps over (query, key)
@@ -525,11 +525,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
 
 
 # %% nbgrader={"grade": true, "grade_id": "scaled_dot_product_attention_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-check_exercise("scaled_dot_product_attention", scaled_dot_product_attention)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("scaled_dot_product_attention", scaled_dot_product_attention)
+from course_lib.grading.answers import record_answers
+record_answers("scaled_dot_product_attention", scaled_dot_product_attention)
 ### END HIDDEN TESTS
+check_exercise("scaled_dot_product_attention", scaled_dot_product_attention)
 
 # %% [markdown]
 # Your function now does what PyTorch's fused kernel does: here on a batch of 2 sequences with 4

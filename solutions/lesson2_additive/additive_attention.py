@@ -148,11 +148,11 @@ def additive_scores(queries, keys, W_q, W_k, v):
 
 
 # %% nbgrader={"grade": true, "grade_id": "additive_scores_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_exercise("additive_scores", additive_scores)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("additive_scores", additive_scores)
+from course_lib.grading.answers import record_answers
+record_answers("additive_scores", additive_scores)
 ### END HIDDEN TESTS
+check_exercise("additive_scores", additive_scores)
 
 # %% [markdown]
 # What does a learned score look like? Take 2-D keys on a grid and one query, with a random
@@ -211,11 +211,11 @@ def general_scores(queries, keys, W):
 
 
 # %% nbgrader={"grade": true, "grade_id": "general_scores_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("general_scores", general_scores)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("general_scores", general_scores)
+from course_lib.grading.answers import record_answers
+record_answers("general_scores", general_scores)
 ### END HIDDEN TESTS
+check_exercise("general_scores", general_scores)
 
 # %% [markdown]
 # Now the price of each. Count multiply-adds for $L_q$ queries and $L_k$ keys, with the
@@ -312,11 +312,11 @@ def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
 
 
 # %% nbgrader={"grade": true, "grade_id": "additive_attention_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-check_exercise("additive_attention", additive_attention)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("additive_attention", additive_attention)
+from course_lib.grading.answers import record_answers
+record_answers("additive_attention", additive_attention)
 ### END HIDDEN TESTS
+check_exercise("additive_attention", additive_attention)
 
 # %% [markdown]
 # Here it is on a batch of three real sources, padded to the longest, with random parameters
@@ -401,11 +401,11 @@ def decoder_step(embedded, hidden, keys, source_lengths, params):
 
 
 # %% nbgrader={"grade": true, "grade_id": "decoder_step_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-check_exercise("decoder_step", decoder_step)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("decoder_step", decoder_step)
+from course_lib.grading.answers import record_answers
+record_answers("decoder_step", decoder_step)
 ### END HIDDEN TESTS
+check_exercise("decoder_step", decoder_step)
 
 # %% [markdown]
 # ## 6. Training the translator
@@ -436,11 +436,11 @@ print(f"trained in {time.perf_counter() - training_started:.1f} s")
 ### END SOLUTION
 
 # %% nbgrader={"grade": true, "grade_id": "train_model_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_translations(model, data.test, min_accuracy=0.9, exercise="trained model")
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises.lesson2_additive import fresh_test_pairs
-check_translations(model, fresh_test_pairs(500), min_accuracy=0.9, exercise="trained model", kind="fresh")
+from course_lib.grading.answers import record_answers
+record_answers("trained_model", model)
 ### END HIDDEN TESTS
+check_translations(model, data.test, min_accuracy=0.9, exercise="trained model")
 
 # %% [markdown]
 # The loss falls fast once the model has found where to look. On examples it never saw:

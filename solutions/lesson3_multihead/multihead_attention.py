@@ -100,11 +100,11 @@ def split_heads(x, num_heads):
 
 
 # %% nbgrader={"grade": true, "grade_id": "split_heads_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("split_heads", split_heads)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("split_heads", split_heads)
+from course_lib.grading.answers import record_answers
+record_answers("split_heads", split_heads)
 ### END HIDDEN TESTS
+check_exercise("split_heads", split_heads)
 
 # %% [markdown]
 # ### Exercise 2: merge heads (1 point)
@@ -131,11 +131,11 @@ def merge_heads(x):
 
 
 # %% nbgrader={"grade": true, "grade_id": "merge_heads_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("merge_heads", merge_heads)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("merge_heads", merge_heads)
+from course_lib.grading.answers import record_answers
+record_answers("merge_heads", merge_heads)
 ### END HIDDEN TESTS
+check_exercise("merge_heads", merge_heads)
 
 # %% [markdown]
 # Numbers make the bookkeeping concrete: number the features of 3 positions 0 to 11 and split
@@ -206,11 +206,11 @@ def multihead_attention(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_ma
 
 
 # %% nbgrader={"grade": true, "grade_id": "multihead_attention_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-check_exercise("multihead_attention", multihead_attention)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("multihead_attention", multihead_attention)
+from course_lib.grading.answers import record_answers
+record_answers("multihead_attention", multihead_attention)
 ### END HIDDEN TESTS
+check_exercise("multihead_attention", multihead_attention)
 
 # %% [markdown]
 # The same function does both kinds of attention. A decoder's 3 words reading an encoder's 7:
@@ -272,11 +272,11 @@ def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_
 
 
 # %% nbgrader={"grade": true, "grade_id": "mha_with_torch_weights_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_exercise("mha_with_torch_weights", mha_with_torch_weights)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("mha_with_torch_weights", mha_with_torch_weights)
+from course_lib.grading.answers import record_answers
+record_answers("mha_with_torch_weights", mha_with_torch_weights)
 ### END HIDDEN TESTS
+check_exercise("mha_with_torch_weights", mha_with_torch_weights)
 
 # %% [markdown]
 # Now with a real module, its random initialisation and a padding mask, in float64 so that any gap
@@ -353,11 +353,11 @@ def sinusoidal_encoding(length, d_model):
 
 
 # %% nbgrader={"grade": true, "grade_id": "sinusoidal_encoding_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("sinusoidal_encoding", sinusoidal_encoding)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("sinusoidal_encoding", sinusoidal_encoding)
+from course_lib.grading.answers import record_answers
+record_answers("sinusoidal_encoding", sinusoidal_encoding)
 ### END HIDDEN TESTS
+check_exercise("sinusoidal_encoding", sinusoidal_encoding)
 
 # %% [markdown]
 # On the left, the encoding of 64 positions in 32 dimensions: fast clocks on the left columns, slow
@@ -431,11 +431,11 @@ def apply_rope(x):
 
 
 # %% nbgrader={"grade": true, "grade_id": "apply_rope_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_exercise("apply_rope", apply_rope)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("apply_rope", apply_rope)
+from course_lib.grading.answers import record_answers
+record_answers("apply_rope", apply_rope)
 ### END HIDDEN TESTS
+check_exercise("apply_rope", apply_rope)
 
 # %% [markdown]
 # Both promises, checked. Put the *same* query vector at every position and the *same* key vector
@@ -503,11 +503,11 @@ def decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
 
 
 # %% nbgrader={"grade": true, "grade_id": "decode_step_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_exercise("decode_step", decode_step)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("decode_step", decode_step)
+from course_lib.grading.answers import record_answers
+record_answers("decode_step", decode_step)
 ### END HIDDEN TESTS
+check_exercise("decode_step", decode_step)
 
 # %% [markdown]
 # The promise of the cache: decoding token by token gives *exactly* the outputs of causal
@@ -672,11 +672,11 @@ accuracy = sequence_accuracy(reversal_model, task.held_out_inputs, task.held_out
 print(f"held-out sequence accuracy: {accuracy:.1%}")
 
 # %% nbgrader={"grade": true, "grade_id": "reversal_model_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-check_exercise("reversal_model", reversal_model)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("reversal_model", reversal_model)
+from course_lib.grading.answers import record_answers
+record_answers("reversal_model", reversal_model)
 ### END HIDDEN TESTS
+check_exercise("reversal_model", reversal_model)
 
 # %% [markdown]
 # ## 10. What the heads learned

@@ -189,11 +189,11 @@ def chunked_attention(query, key, value, is_causal=False, scale=None, chunk_size
 
 
 # %% nbgrader={"grade": true, "grade_id": "chunked_attention_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("chunked_attention", chunked_attention)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("chunked_attention", chunked_attention)
+from course_lib.grading.answers import record_answers
+record_answers("chunked_attention", chunked_attention)
 ### END HIDDEN TESTS
+check_exercise("chunked_attention", chunked_attention)
 
 # %% [markdown]
 # The memory now grows like $c \cdot N$ instead of $N^2$: linearly in $N$ for a fixed chunk.
@@ -269,11 +269,11 @@ def merge_softmax_states(m_a, l_a, acc_a, m_b, l_b, acc_b):
 
 
 # %% nbgrader={"grade": true, "grade_id": "merge_softmax_states_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("merge_softmax_states", merge_softmax_states)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("merge_softmax_states", merge_softmax_states)
+from course_lib.grading.answers import record_answers
+record_answers("merge_softmax_states", merge_softmax_states)
 ### END HIDDEN TESTS
+check_exercise("merge_softmax_states", merge_softmax_states)
 
 # %% [markdown]
 # Streaming a row of 12 scores through your merge, three keys at a time, gives exactly the
@@ -349,11 +349,11 @@ def causal_tile_mask(n_q, n_k, block_q, block_k):
 
 
 # %% nbgrader={"grade": true, "grade_id": "causal_tile_mask_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_exercise("causal_tile_mask", causal_tile_mask)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("causal_tile_mask", causal_tile_mask)
+from course_lib.grading.answers import record_answers
+record_answers("causal_tile_mask", causal_tile_mask)
 ### END HIDDEN TESTS
+check_exercise("causal_tile_mask", causal_tile_mask)
 
 # %% [markdown]
 # Seen from above, for 16 queries and keys in tiles of 4: the causal mask of the pairs, and the
@@ -430,11 +430,11 @@ def flash_attention_forward(query, key, value, is_causal=False, scale=None, bloc
 
 
 # %% nbgrader={"grade": true, "grade_id": "flash_attention_forward_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-check_exercise("flash_attention_forward", flash_attention_forward)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("flash_attention_forward", flash_attention_forward)
+from course_lib.grading.answers import record_answers
+record_answers("flash_attention_forward", flash_attention_forward)
 ### END HIDDEN TESTS
+check_exercise("flash_attention_forward", flash_attention_forward)
 
 # %% [markdown]
 # Your tiles, against PyTorch's fused kernel and `torch.logsumexp` of the full score matrix:
@@ -526,11 +526,11 @@ def flash_attention_backward(query, key, value, out, lse, grad_out, is_causal=Fa
 
 
 # %% nbgrader={"grade": true, "grade_id": "flash_attention_backward_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-check_exercise("flash_attention_backward", flash_attention_backward)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("flash_attention_backward", flash_attention_backward)
+from course_lib.grading.answers import record_answers
+record_answers("flash_attention_backward", flash_attention_backward)
 ### END HIDDEN TESTS
+check_exercise("flash_attention_backward", flash_attention_backward)
 
 # %% [markdown]
 # Your two passes make a differentiable operator: a `torch.autograd.Function` saves $Q, K, V, O$
@@ -667,11 +667,11 @@ def triton_flash_forward(query, key, value, is_causal=False, scale=None, block_m
 
 
 # %% nbgrader={"grade": true, "grade_id": "triton_flash_forward_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
-check_exercise("triton_flash_forward", triton_flash_forward)
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.exercises import check_against_reference
-check_against_reference("triton_flash_forward", triton_flash_forward)
+from course_lib.grading.answers import record_answers
+record_answers("triton_flash_forward", triton_flash_forward)
 ### END HIDDEN TESTS
+check_exercise("triton_flash_forward", triton_flash_forward)
 
 # %% [markdown]
 # On a GPU, the same kernel runs compiled; with `block_m = block_n = 64` and float16 inputs of

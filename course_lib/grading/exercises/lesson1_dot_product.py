@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import course_lib
-from course_lib.grading.exercises.base import Exercise, noncontiguous, randn, size
+from course_lib.grading.exercises.base import DEFAULT_FORBIDDEN, Exercise, noncontiguous, randn, size
 
 
 def _nadaraya_watson_visible(g):
@@ -163,9 +163,11 @@ def _sdpa_reference(query, key, value, attn_mask=None, is_causal=False, scale=No
 EXERCISES = (
     Exercise("nadaraya_watson", "lesson1_dot_product", course_lib.nadaraya_watson,
              _nadaraya_watson_visible, _nadaraya_watson_hidden),
-    Exercise("softmax", "lesson1_dot_product", course_lib.softmax, _softmax_visible, _softmax_hidden),
+    # The two softmax exercises ask for the function itself: torch's softmax would be the answer.
+    Exercise("softmax", "lesson1_dot_product", course_lib.softmax, _softmax_visible, _softmax_hidden,
+             forbidden=(*DEFAULT_FORBIDDEN, "softmax")),
     Exercise("masked_softmax", "lesson1_dot_product", course_lib.masked_softmax,
-             _masked_softmax_visible, _masked_softmax_hidden),
+             _masked_softmax_visible, _masked_softmax_hidden, forbidden=(*DEFAULT_FORBIDDEN, "softmax")),
     Exercise("causal_mask", "lesson1_dot_product", course_lib.causal_mask, _causal_mask_visible,
              _causal_mask_hidden),
     Exercise("padding_mask", "lesson1_dot_product", course_lib.padding_mask, _padding_mask_visible,

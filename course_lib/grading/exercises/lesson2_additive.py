@@ -159,10 +159,34 @@ def fresh_test_pairs(n: int = 500, seed: int | None = None) -> list[tuple[str, s
     return make_date_splits(n_train=0, n_validation=0, n_test=n, seed=seed).test
 
 
+# The trained model is called as model.translate(sources); at least 90% of its translations must be exact.
+TRANSLATION_CHECK = {"method": "translate", "min_accuracy": 0.9}
+
+
+def _translation_case(description: str, pairs: list[tuple[str, str]]) -> tuple:
+    """Only the sources go to the student's model; the targets stay with the grader as the expected output."""
+    return (description, [[source for source, _ in pairs]], {},
+            {**TRANSLATION_CHECK, "expected": [target for _, target in pairs]})
+
+
+def _trained_model_visible(g):
+    test = make_date_splits(n_train=20_000, n_validation=1_000, n_test=1_000, seed=0).test  # the notebook's data.test
+    return [_translation_case("the lesson's 1,000 test dates", test)]
+
+
+def _trained_model_hidden(g):
+    return [_translation_case("500 dates drawn afresh", fresh_test_pairs(500, seed=size(g, 0, 2**31 - 1)))]
+
+
+def _targets_given(*args, **kwargs):
+    raise AssertionError("the trained model's cases carry their expected translations")
+
+
 EXERCISES = (
     Exercise("additive_scores", LESSON, course_lib.additive_scores, _additive_scores_visible, _additive_scores_hidden),
     Exercise("general_scores", LESSON, course_lib.general_scores, _general_scores_visible, _general_scores_hidden),
     Exercise("additive_attention", LESSON, _additive_attention_reference, _additive_attention_visible,
              _additive_attention_hidden),
     Exercise("decoder_step", LESSON, _decoder_step_reference, _decoder_step_visible, _decoder_step_hidden),
+    Exercise("trained_model", LESSON, _targets_given, _trained_model_visible, _trained_model_hidden),
 )

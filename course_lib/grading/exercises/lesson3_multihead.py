@@ -255,7 +255,9 @@ EXERCISES = (
     Exercise("split_heads", LESSON, course_lib.split_heads, _split_heads_visible, _split_heads_hidden),
     Exercise("merge_heads", LESSON, course_lib.merge_heads, _merge_heads_visible, _merge_heads_hidden),
     Exercise("multihead_attention", LESSON, _multihead_attention_reference, _multihead_visible, _multihead_hidden),
-    Exercise("mha_with_torch_weights", LESSON, _torch_mha_reference, _torch_mha_visible, _torch_mha_hidden),
+    # Reproduces nn.MultiheadAttention from its weights: the module is forbidden, SDPA inside is not.
+    Exercise("mha_with_torch_weights", LESSON, _torch_mha_reference, _torch_mha_visible, _torch_mha_hidden,
+             forbidden=("multihead_attention",)),
     Exercise("sinusoidal_encoding", LESSON, course_lib.sinusoidal_encoding, _sinusoidal_visible, _sinusoidal_hidden),
     Exercise("apply_rope", LESSON, course_lib.apply_rope, _rope_visible, _rope_hidden),
     Exercise("decode_step", LESSON, _decode_reference, _decode_visible, _decode_hidden),

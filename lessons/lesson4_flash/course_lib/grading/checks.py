@@ -30,6 +30,7 @@ import torch
 
 VISIBLE_CASES_FILE = "visible_cases.pt"
 MAX_REPORTED_FAILURES = 3
+NOT_IMPLEMENTED = "not implemented yet: replace the `raise NotImplementedError()` line with your code"
 
 
 class CheckFailed(AssertionError):
@@ -123,9 +124,29 @@ def compare_rows(actual: Any, expected: torch.Tensor, *, min_accuracy: float, na
             f"first wrong row {first}: expected {expected[first].tolist()}, got {actual[first].tolist()}")
 
 
+def compare_translations(actual: Any, expected: list[str], *, min_accuracy: float,
+                         sources: list[str] | None = None) -> str | None:
+    """What is wrong with the translations ``actual`` when fewer than ``min_accuracy`` are exactly ``expected``."""
+    if not isinstance(actual, (list, tuple)) or not all(isinstance(a, str) for a in actual):
+        return f"expected a list of {len(expected)} strings (the translations), got {_describe(actual)}"
+    if len(actual) != len(expected):
+        return f"{len(expected)} sources gave {len(actual)} translations"
+    wrong = [i for i, (a, e) in enumerate(zip(actual, expected)) if a != e]
+    accuracy = 1 - len(wrong) / len(expected)
+    if accuracy >= min_accuracy:
+        return None
+    examples = "; ".join(f"{sources[i]!r}: expected {expected[i]!r}, got {actual[i]!r}" if sources else
+                         f"#{i}: expected {expected[i]!r}, got {actual[i]!r}" for i in wrong[:MAX_REPORTED_FAILURES])
+    return (f"{accuracy:.1%} of {len(expected)} translated exactly right, {min_accuracy:.0%} needed; "
+            f"some it got wrong: {examples}")
+
+
 def compare_case(actual: Any, case: dict) -> str | None:
     """What is wrong with ``actual`` as the output of ``case``, or None (see the module's docstring)."""
     expected = case["expected"]
+    if isinstance(expected, list) and expected and isinstance(expected[0], str):  # translations
+        return compare_translations(actual, expected, min_accuracy=case.get("min_accuracy", 1.0),
+                                    sources=case["args"][0] if case.get("args") else None)
     if isinstance(expected, (tuple, list)):
         return compare(actual, tuple(expected), atol=case["atol"], rtol=case["rtol"], names=case.get("names"))
     if case.get("argmax"):
@@ -137,15 +158,17 @@ def compare_case(actual: Any, case: dict) -> str | None:
     return compare(actual, expected, atol=case["atol"], rtol=case["rtol"])
 
 
-def _call(fn: Callable, args: list, kwargs: dict) -> Any:
-    """``fn(*args, **kwargs)``; a torch module runs in eval mode, without gradients, and is left as it was."""
+def _call(fn: Callable, args: list, kwargs: dict, method: str | None = None) -> Any:
+    """``fn(*args, **kwargs)``, or ``fn.<method>(...)``; a torch module runs in eval mode, without
+    gradients, and is left as it was."""
+    target = getattr(fn, method, fn) if method else fn  # e.g. model.translate, or a plain function
     if not isinstance(fn, torch.nn.Module):
-        return fn(*args, **kwargs)
+        return target(*args, **kwargs)
     was_training = fn.training
     fn.eval()
     try:
         with torch.no_grad():
-            return fn(*args, **kwargs)
+            return target(*args, **kwargs)
     finally:
         fn.train(was_training)
 
@@ -185,31 +208,38 @@ def run_case(fn: Callable, case: dict) -> str | None:
     """What goes wrong when ``fn`` runs on ``case``, or None when its output is right."""
     args, kwargs = _clone(case["args"]), _clone(case["kwargs"])
     try:
-        actual = _call(fn, args, kwargs)
+        actual = _call(fn, args, kwargs, case.get("method"))
     except Exception as error:  # the student's code raised: say what and where
         if _not_implemented(error):
-            return "not implemented yet: replace the `raise NotImplementedError()` line with your code"
+            return NOT_IMPLEMENTED
         return f"raised {type(error).__name__}: {error}"
     if not (_same(args, case["args"]) and _same(kwargs, case["kwargs"])):
         return "modified its input tensors in place; compute a new tensor instead (e.g. x - m, not x -= m)"
     return compare_case(actual, case)
 
 
+def failure_report(exercise: str, results: list[tuple[str, str | None]], kind: str = "visible") -> str | None:
+    """One message for the failing ``(case name, problem)`` results of ``exercise``, or None if none fails."""
+    failures = [(name, problem) for name, problem in results if problem is not None]
+    if not failures:
+        return None
+    if failures[0][1] == NOT_IMPLEMENTED and len(failures) == len(results):
+        return f"{exercise}: {NOT_IMPLEMENTED}"
+    lines = [f"{exercise}: {len(results) - len(failures)} of {len(results)} {kind} cases pass."]
+    for case_name, problem in failures[:MAX_REPORTED_FAILURES]:
+        lines.append(f"  • case '{case_name}': {problem}")
+    if len(failures) > MAX_REPORTED_FAILURES:
+        lines.append(f"  … and {len(failures) - MAX_REPORTED_FAILURES} more failing cases.")
+    return "\n".join(lines)
+
+
 def check_cases(fn: Callable, cases: list[dict], *, exercise: str, kind: str = "visible") -> None:
     """Run ``fn`` on every case; raise one CheckFailed describing the first failures, else print a tick."""
     if not callable(fn):
         raise CheckFailed(f"{exercise}: expected a function, got {_describe(fn)}")
-    failures = [(case["case"], problem) for case in cases if (problem := run_case(fn, case)) is not None]
-    if failures and failures[0][1].startswith("not implemented yet") and len(failures) == len(cases):
-        raise CheckFailed(f"{exercise}: {failures[0][1]}")
-    if failures:
-        passed = len(cases) - len(failures)
-        lines = [f"{exercise}: {passed} of {len(cases)} {kind} cases pass."]
-        for case_name, problem in failures[:MAX_REPORTED_FAILURES]:
-            lines.append(f"  • case '{case_name}': {problem}")
-        if len(failures) > MAX_REPORTED_FAILURES:
-            lines.append(f"  … and {len(failures) - MAX_REPORTED_FAILURES} more failing cases.")
-        raise CheckFailed("\n".join(lines))
+    report = failure_report(exercise, [(case["case"], run_case(fn, case)) for case in cases], kind)
+    if report:
+        raise CheckFailed(report)
     print(f"✓ {exercise}: all {len(cases)} {kind} cases pass")
 
 

@@ -1,0 +1,131 @@
+"""The grader's half of every test cell: judge the answers a submission recorded, outside its sandbox.
+
+Before a submission runs, :func:`grading_cases` draws each exercise's cases (the visible ones and
+hidden ones seeded by student and exercise, so that grading again gives the same grades) and
+:func:`sandbox_inputs` keeps only their inputs for the sandbox (``answers.GRADING_INPUTS_FILE``).
+After it ran, :func:`cell_verdict` loads what ``record_answers`` saved (``weights_only``: a
+submission's files are data, never code, to the grader) and compares it with the reference's
+outputs here, with the same comparisons as the visible tests. The verdict becomes the test cell's
+output: an error (nbgrader scores the cell 0) with the reasons, or a tick.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import torch
+
+from course_lib.grading.answers import ANSWERS_DIR, FUSED
+from course_lib.grading.checks import NOT_IMPLEMENTED, compare_case, failure_report
+from course_lib.grading.exercises import get_exercise, hidden_cases, visible_cases
+
+RECORD_CALL = re.compile(r"""record_answers\(\s*["']([^"']+)["']""")
+MAX_ANSWERS_BYTES = 256 * 2**20  # larger answer files are not read
+
+
+def grading_seed(student: str, exercise: str) -> int:
+    """The seed of ``student``'s hidden cases for ``exercise``: fixed, so a re-run grades the same."""
+    return zlib.crc32(f"{student}/{exercise}".encode()) & 0x7FFFFFFF
+
+
+def grading_cases(exercise: str, student: str) -> list[dict]:
+    """Every case ``student``'s answer to ``exercise`` is judged on: the visible ones, then hidden ones."""
+    hidden = [{**case, "case": f"hidden: {case['case']}"}
+              for case in hidden_cases(exercise, grading_seed(student, exercise))]
+    return visible_cases(exercise) + hidden
+
+
+def sandbox_inputs(cases: dict[str, list[dict]]) -> dict[str, dict]:
+    """What the sandbox gets for each exercise: the cases' inputs and the forbidden operators, no outputs."""
+    return {
+        exercise: {
+            "cases": [{key: case[key] for key in ("case", "args", "kwargs", "method") if key in case}
+                      for case in exercise_cases],
+            "forbidden": list(get_exercise(exercise).forbidden),
+        }
+        for exercise, exercise_cases in cases.items()
+    }
+
+
+def recorded_exercises(source: str) -> list[str]:
+    """The exercises a test cell's source records answers for (its ``record_answers`` calls)."""
+    return RECORD_CALL.findall(source)
+
+
+def _unchanged(original: Any, recorded: Any) -> bool:
+    if isinstance(original, torch.Tensor):
+        return (isinstance(recorded, torch.Tensor) and recorded.shape == original.shape
+                and recorded.dtype == original.dtype and torch.equal(recorded, original))
+    if isinstance(original, (list, tuple)):
+        return (isinstance(recorded, (list, tuple)) and len(recorded) == len(original)
+                and all(_unchanged(a, b) for a, b in zip(original, recorded)))
+    if isinstance(original, dict):
+        return isinstance(recorded, dict) and all(_unchanged(v, recorded.get(str(k))) for k, v in original.items())
+    return True  # e.g. a module passed in: its outputs are what is judged
+
+
+def _problem(case: dict, answer: Any) -> str | None:
+    """What is wrong with one recorded answer, or None."""
+    if not isinstance(answer, dict):
+        return "no readable answer was recorded"
+    if answer.get("forbidden"):
+        calls = ", ".join(str(name) for name in answer["forbidden"])
+        return f"calls {calls}, which this exercise does not allow: the exercise is to write it yourself"
+    if "error" in answer:
+        return NOT_IMPLEMENTED if answer.get("not_implemented") else f"raised {answer['error']}"
+    if not (_unchanged(case["args"], answer.get("args")) and _unchanged(case["kwargs"], answer.get("kwargs"))):
+        return "modified its input tensors in place; compute a new tensor instead (e.g. x - m, not x -= m)"
+    output = answer.get("output")
+    if isinstance(output, dict) and set(output) == {"unsupported"}:
+        return f"returned a {output['unsupported']}, which is not an answer the grader can compare"
+    return compare_case(output, case)
+
+
+def judge(exercise: str, cases: list[dict], answers_file: Path) -> str | None:
+    """The failure message of ``exercise`` from its recorded answers, or None when every case passes."""
+    if not answers_file.is_file():
+        return (f"{exercise}: no answers were recorded: the test cell did not reach its hidden test "
+                "(an error or the time limit stopped it, or the kernel died)")
+    if answers_file.stat().st_size > MAX_ANSWERS_BYTES:
+        return f"{exercise}: the recorded answers are too large to read ({answers_file.stat().st_size} bytes)"
+    try:
+        answers = torch.load(answers_file, weights_only=True)
+    except Exception as error:  # anything but plain tensors and containers: not an answer
+        return f"{exercise}: the recorded answers cannot be read ({type(error).__name__})"
+    if not isinstance(answers, list) or len(answers) != len(cases):
+        return f"{exercise}: the recorded answers do not match the {len(cases)} cases"
+    return failure_report(exercise, [(case["case"], _problem(case, answer)) for case, answer in zip(cases, answers)],
+                          kind="graded")
+
+
+def verdict_outputs(exercises: list[str], problems: list[str | None], cases: dict[str, list[dict]]) -> list:
+    """The test cell's outputs for these verdicts: a tick per exercise, or one error with the reasons."""
+    failures = [problem for problem in problems if problem is not None]
+    if failures:
+        message = "\n".join(failures)
+        return [nbformat.v4.new_output("error", ename="CheckFailed", evalue=message,
+                                       traceback=[f"\x1b[31mCheckFailed\x1b[0m: {message}"])]
+    lines = []
+    for exercise in exercises:
+        n_hidden = sum(case["case"].startswith("hidden: ") for case in cases[exercise])
+        lines.append(f"✓ {exercise}: all {len(cases[exercise])} cases pass "
+                     f"({len(cases[exercise]) - n_hidden} visible, {n_hidden} hidden), checked by the grader\n")
+    return [nbformat.v4.new_output("stream", name="stdout", text="".join(lines))]
+
+
+def cell_verdict(source: str, cases: dict[str, list[dict]], workdir: Path) -> list | None:
+    """The outputs of a graded test cell, judged from the answers in ``workdir``; None if it records none."""
+    exercises = recorded_exercises(source)
+    if not exercises:
+        return None
+    problems = [judge(e, cases[e], workdir / ANSWERS_DIR / f"{e}.pt") for e in exercises]
+    return verdict_outputs(exercises, problems, cases)
+
+
+def forbidden_names(exercise: str) -> list[str]:
+    """How the operators ``exercise`` forbids are named to students (for the docs and messages)."""
+    return [FUSED[key][0] for key in get_exercise(exercise).forbidden]
