@@ -37,13 +37,21 @@ def processes_with(marker: str) -> list[int]:
     return found
 
 
+def cgroup_controllers() -> frozenset[str]:
+    """The controllers a run's cgroup gets here (pids, cpu, memory: those available and writable)."""
+    cgroup = sandbox._RunCgroup.create(Limits())
+    cgroup.kill_and_remove()
+    return cgroup.controllers
+
+
 def fork_limit_holds() -> bool:
     """A fork bomb is held when the run gets a pids cgroup, or RLIMIT_NPROC binds (not root)."""
-    cgroup = sandbox._PidsCgroup.create(8)
-    if cgroup is None:
-        return os.getuid() != 0
-    cgroup.kill_and_remove()
-    return True
+    return "pids" in cgroup_controllers() or os.getuid() != 0
+
+
+def needs_cgroup(controller: str):
+    return pytest.mark.skipif(controller not in cgroup_controllers(),
+                              reason=f"no writable {controller} cgroup controller here")
 
 
 # The script reports what it could do with each path: 'read', 'wrote' or the error's name.
@@ -276,4 +284,60 @@ def test_fallback_wall_limit_kills_the_group(tmp_path, monkeypatch):
             """, tmp_path, limits=Limits(wall_seconds=1))
     assert result.timed_out and result.returncode is None and not result.isolated
     assert time.monotonic() - start < 5
+    assert processes_with(marker) == []
+
+
+@needs_cgroup("cpu")
+@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
+def test_cpu_cap_holds_for_the_whole_run(tmp_path):
+    # Two processes spin for 2 s of wall time: uncapped they could use up to 4 CPU seconds.
+    result = run_script("""
+        import os, resource, time
+        start = time.monotonic()
+        child = os.fork()
+        while time.monotonic() - start < 2:
+            pass
+        if child == 0:
+            os._exit(0)
+        os.waitpid(child, 0)
+        used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        print("cpu seconds", sum(u.ru_utime + u.ru_stime for u in used))
+        """, tmp_path, limits=Limits(cpus=0.5))
+    assert result.returncode == 0, result.output
+    used = float(result.output.split("cpu seconds ")[1].split()[0])
+    assert used < 1.4, f"{used:.2f} CPU seconds in 2 s at cpus=0.5"
+
+
+@needs_cgroup("memory")
+@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
+def test_memory_cap_holds_for_the_whole_run(tmp_path):
+    # Three processes, each under RLIMIT_AS, fill 1 GiB each at once: together past the 1.5 GiB.
+    result = run_script("""
+        import subprocess, sys
+        hog = "import time; hog = b'x' * 2**30; time.sleep(2)"
+        children = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(3)]
+        print("exits", sorted(child.wait() for child in children))
+        """, tmp_path, limits=Limits(memory_total_bytes=3 * 2**29))
+    assert result.returncode == 0, result.output  # the kernel picked the big ones, not their parent
+    exits = eval(result.output.split("exits ")[1].splitlines()[0])
+    assert exits.count(-9) >= 1 and exits.count(0) <= 1, exits  # OOM-killed; at most one fits
+    assert len(b"y" * 2**30) == 2**30  # and the grader itself still allocates freely
+
+
+@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
+def test_no_cgroup_is_left_behind(tmp_path, monkeypatch):
+    created = []
+    original = sandbox._RunCgroup.create
+    monkeypatch.setattr(sandbox._RunCgroup, "create",
+                        classmethod(lambda cls, limits: created.append(original(limits)) or created[-1]))
+    marker = f"left-behind-{uuid.uuid4().hex}"
+    result = run_script(f"""
+        import subprocess, sys
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)  # {marker}"], start_new_session=True)
+        print("started")
+        """, tmp_path, limits=Limits(wall_seconds=20))
+    assert result.returncode == 0 and "started" in result.output, result.output
+    (cgroup,) = created
+    assert cgroup.controllers == cgroup_controllers()
+    assert [folder for folder in cgroup.folders.values() if folder.exists()] == []
     assert processes_with(marker) == []

@@ -9,12 +9,13 @@ Isolation comes from bubblewrap (``bwrap``, installed by ``./course`` on Linux).
 command still runs under the same limits, in its own process group, and ``run_sandboxed`` warns
 that the student's code can then read and write whatever the grader's user can.
 
-The process limit: ``RLIMIT_NPROC`` does not bind root, and inside bwrap's user namespace a root
-caller is still root to the kernel (uid 0 maps to the real uid 0, which the limit exempts); a
-non-root grader is bound by it. So when the pids cgroup controller is writable (root, cgroup v1
-``/sys/fs/cgroup/pids`` or a v2 hierarchy that delegates ``pids``), the run also gets its own
-cgroup with ``pids.max = limits.processes``, which holds for root and also finds every process of
-the run, even one that left the process group, when it is time to kill them. See
+The run also gets a cgroup of its own (``_RunCgroup``) where the controllers are writable (root
+with cgroup v1, or a v2 cgroup that delegates them): ``pids`` caps its processes (``RLIMIT_NPROC``
+does not bind root, and inside bwrap's user namespace a root caller is still root to the kernel),
+``cpu`` the cores all its processes together keep busy, so a fork bomb does not starve the runs
+beside it, and ``memory`` their memory together, so the kernel OOM-kills inside the run, not the
+grader. The cgroup also finds every process of the run, even one that left the process group, when
+it is time to kill them. A controller that is not there is left off (see ``_RunCgroup``). See
 autograde/THREAT_MODEL.md, "Isolation".
 """
 from __future__ import annotations
@@ -45,11 +46,14 @@ _HIDDEN_IN_ETC = ("shadow", "shadow-", "gshadow", "gshadow-")
 
 @dataclass(frozen=True)
 class Limits:
-    """Resource limits of one sandboxed run; the rlimits apply to every process it starts."""
+    """Resource limits of one sandboxed run: the rlimits bind each process it starts, the cgroup
+    limits (processes, cpus, memory_total_bytes) all of them together, where available (_RunCgroup)."""
 
     memory_bytes: int = 4 * 2**30  # RLIMIT_AS: address space (torch's import maps about 1.5 GB)
     cpu_seconds: int = 900  # RLIMIT_CPU: CPU time of each process
     processes: int = 64  # pids.max of the run's cgroup; else RLIMIT_NPROC (above the user's running ones)
+    cpus: float = 1.0  # cores all its processes together may keep busy (the run's cpu cgroup)
+    memory_total_bytes: int = 6 * 2**30  # memory of all its processes together (the run's memory cgroup)
     file_bytes: int = 512 * 2**20  # RLIMIT_FSIZE: the largest file it may write; also the size of its /tmp
     wall_seconds: float = 1800  # the whole run; then everything is killed
 
@@ -107,17 +111,17 @@ def run_sandboxed(argv: list[str], workdir: Path, *, limits: Limits = Limits(),
         (workdir / "tmp").mkdir(exist_ok=True)
         command = list(argv)
 
-    cgroup = _PidsCgroup.create(limits.processes)
+    cgroup = _RunCgroup.create(limits)
     # RLIMIT_NPROC counts all the processes of the user (root is exempt), so add those already running.
-    nproc = None if cgroup is not None or os.getuid() == 0 else limits.processes + _processes_of_user(os.getuid())
+    nproc = None if "pids" in cgroup.controllers or os.getuid() == 0 else \
+        limits.processes + _processes_of_user(os.getuid())
     try:
         process = subprocess.Popen(
             command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, start_new_session=True,
             preexec_fn=functools.partial(_limit_child, limits, cgroup, nproc))
     except BaseException:
-        if cgroup is not None:
-            cgroup.kill_and_remove()
+        cgroup.kill_and_remove()
         raise
     tail = _OutputTail(process.stdout)
     try:
@@ -183,10 +187,9 @@ def _python_paths() -> list[Path]:
     return paths
 
 
-def _limit_child(limits: Limits, cgroup: _PidsCgroup | None, nproc: int | None) -> None:
+def _limit_child(limits: Limits, cgroup: _RunCgroup, nproc: int | None) -> None:
     """In the child before exec: join the run's cgroup, set the rlimits every descendant inherits."""
-    if cgroup is not None:
-        cgroup.join(os.getpid())
+    cgroup.join(os.getpid())
     for which, value in ((resource.RLIMIT_AS, limits.memory_bytes), (resource.RLIMIT_CPU, limits.cpu_seconds),
                          (resource.RLIMIT_FSIZE, limits.file_bytes), (resource.RLIMIT_CORE, 0)):
         resource.setrlimit(which, (value, value))
@@ -216,15 +219,14 @@ def _die_with_parent() -> None:
             pass
 
 
-def _kill_all(process: subprocess.Popen, cgroup: _PidsCgroup | None) -> None:
+def _kill_all(process: subprocess.Popen, cgroup: _RunCgroup) -> None:
     """Kill the process group (bwrap, whose PID namespace dies with it; or the plain command's group)."""
     try:
         os.killpg(process.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
     process.wait()
-    if cgroup is not None:
-        cgroup.kill_and_remove()  # also those that left the group with setsid
+    cgroup.kill_and_remove()  # also those that left the group with setsid
 
 
 class _OutputTail:
@@ -251,76 +253,156 @@ class _OutputTail:
         return b"".join(list(self._chunks)).decode("utf-8", "replace")[-OUTPUT_CHARS:]
 
 
-class _PidsCgroup:
-    """A cgroup of its own for one run, with pids.max set: holds the fork limit for root too."""
+_CPU_PERIOD_US = 100_000  # the CFS period; the run gets limits.cpus of it per period
 
-    def __init__(self, path: Path):
-        self.path = path
+
+class _RunCgroup:
+    """The run's own cgroup, a folder below ours in each hierarchy holding a controller we use.
+
+    Created before the command starts, joined by it before exec (so every process of the run is in
+    it, including those that leave the process group), killed and removed at the end. Its limits:
+
+    - ``pids``: ``pids.max = limits.processes`` (binds root too, unlike ``RLIMIT_NPROC``);
+    - ``cpu``: at most ``limits.cpus`` cores for all the run's processes together (v1
+      ``cpu.cfs_quota_us`` / ``cpu.cfs_period_us``, v2 ``cpu.max``);
+    - ``memory``: at most ``limits.memory_total_bytes`` of memory for all of them together (v1
+      ``memory.limit_in_bytes`` and ``memory.memsw.limit_in_bytes`` so swap does not extend it, v2
+      ``memory.max`` and ``memory.swap.max = 0``); past it the kernel OOM-kills inside the run.
+
+    Each controller is optional: one that this process's cgroup does not have, or may not write
+    (not root, a v2 cgroup that does not delegate it), is left off, and then: without ``pids`` only
+    ``RLIMIT_NPROC`` limits processes (not for root); without ``cpu`` nothing caps the cores a run
+    keeps busy (``RLIMIT_CPU`` still bounds each process's CPU time); without ``memory`` only
+    ``RLIMIT_AS`` per process holds and the machine's OOM killer decides on the total. The final
+    kill uses whichever folders there are; with none it relies on the process group (and, with
+    bubblewrap, its PID namespace) alone.
+    """
+
+    def __init__(self, folders: Mapping[str, Path]):
+        self.folders = dict(folders)  # controller -> its folder (on cgroup v2 one folder holds them all)
+
+    @property
+    def controllers(self) -> frozenset[str]:
+        return frozenset(self.folders)
 
     @classmethod
-    def create(cls, max_pids: int) -> _PidsCgroup | None:
-        """A new pids cgroup below ours, or None when the controller is not there or not writable."""
-        parent = _own_pids_cgroup()
-        if parent is None:
-            return None
-        path = parent / f"attention-course-sandbox-{uuid.uuid4().hex[:12]}"
-        try:
-            path.mkdir()
-        except OSError:
-            return None
-        try:
-            (path / "pids.max").write_text(str(max_pids))
-        except OSError:
-            cls(path).kill_and_remove()
-            return None
-        return cls(path)
+    def create(cls, limits: Limits) -> _RunCgroup:
+        """New folders with the limits set, for every controller that is available and writable."""
+        quota = max(1000, round(limits.cpus * _CPU_PERIOD_US))  # the kernel's smallest quota is 1 ms
+        memory = str(limits.memory_total_bytes)
+        # controller -> {v1, v2} -> [(file, value, required)]
+        settings = {
+            "pids": {False: [("pids.max", str(limits.processes), True)],
+                     True: [("pids.max", str(limits.processes), True)]},
+            "cpu": {False: [("cpu.cfs_period_us", str(_CPU_PERIOD_US), True), ("cpu.cfs_quota_us", str(quota), True)],
+                    True: [("cpu.max", f"{quota} {_CPU_PERIOD_US}", True)]},
+            "memory": {False: [("memory.limit_in_bytes", memory, True), ("memory.memsw.limit_in_bytes", memory, False)],
+                       True: [("memory.max", memory, True), ("memory.swap.max", "0", False)]},
+        }
+        name = f"attention-course-sandbox-{uuid.uuid4().hex[:12]}"
+        made: dict[Path, Path] = {}  # parent -> our new folder below it
+        folders: dict[str, Path] = {}
+        for controller, (parent, v2) in _own_cgroups().items():
+            if parent not in made:
+                try:
+                    (parent / name).mkdir()
+                except OSError:
+                    continue
+                made[parent] = parent / name
+            if _write_all(made[parent], settings[controller][v2]):
+                folders[controller] = made[parent]
+        for unused in set(made.values()) - set(folders.values()):
+            _remove(unused)
+        return cls(folders)
 
     def join(self, pid: int) -> None:
-        (self.path / "cgroup.procs").write_text(str(pid))
+        for folder in set(self.folders.values()):
+            (folder / "cgroup.procs").write_text(str(pid))
 
-    def pids(self) -> list[int]:
-        try:
-            return [int(line) for line in (self.path / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for folder in set(self.folders.values()):
+            try:
+                found.update(int(line) for line in (folder / "cgroup.procs").read_text().split())
+            except OSError:
+                pass
+        return found
 
     def kill_and_remove(self) -> None:
         # Forks fail at pids.max, so repeated passes catch up with anything still forking.
+        left = set(self.folders.values())
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while left and time.monotonic() < deadline:
             pids = self.pids()
             if not pids:
-                try:
-                    self.path.rmdir()
-                    return
-                except OSError:  # a process that is still exiting keeps the cgroup busy
-                    pass
+                left = {folder for folder in left if not _remove(folder)}  # an exiting process keeps it busy
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            time.sleep(0.02)
+            if left:
+                time.sleep(0.02)
 
 
-def _own_pids_cgroup() -> Path | None:
-    """The folder of this process's cgroup in the hierarchy that has the pids controller, if any."""
+def _write_all(folder: Path, settings: Sequence[tuple[str, str, bool]]) -> bool:
+    """Write each (file, value); False when a required one is missing or refused."""
+    for file, value, required in settings:
+        try:
+            (folder / file).write_text(value)
+        except OSError:
+            if required:
+                return False
+    return True
+
+
+def _remove(folder: Path) -> bool:
+    try:
+        folder.rmdir()
+        return True
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+
+
+def _own_cgroups() -> dict[str, tuple[Path, bool]]:
+    """For pids, cpu and memory: the folder of this process's cgroup in the hierarchy that has the
+    controller, and whether that is cgroup v2 (used only where our v2 cgroup delegates it)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = [line.split(" - ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     except OSError:
+        return {}
+    cgroup_mounts = []  # (mount point, the cgroup path mounted there, filesystem type, superblock options)
+    for mount in mounts:  # "id parent dev root point options [tags] - fstype source superoptions"
+        if len(mount) == 2 and mount[1].split()[0] in ("cgroup", "cgroup2"):
+            head, tail = mount[0].split(), mount[1].split()
+            cgroup_mounts.append((Path(head[4]), head[3], tail[0], tail[2].split(",")))
+
+    def folder_of(relative: str, fstype: str, controller: str | None) -> Path | None:
+        for point, root, kind, options in cgroup_mounts:
+            if kind == fstype and (controller is None or controller in options) \
+                    and (relative + "/").startswith(root.rstrip("/") + "/"):
+                folder = point / relative[len(root.rstrip("/")):].lstrip("/")
+                return folder if (folder / "cgroup.procs").exists() else None
         return None
+
+    found: dict[str, tuple[Path, bool]] = {}
     for line in lines:
         _, controllers, relative = line.split(":", 2)
-        if "pids" in controllers.split(","):  # cgroup v1
-            folder = Path("/sys/fs/cgroup/pids") / relative.lstrip("/")
-            return folder if (folder / "cgroup.procs").exists() else None
+        for controller in set(controllers.split(",")) & {"pids", "cpu", "memory"}:  # cgroup v1
+            folder = folder_of(relative, "cgroup", controller)
+            if folder is not None:
+                found[controller] = (folder, False)
     for line in lines:
         _, controllers, relative = line.split(":", 2)
-        if controllers == "":  # cgroup v2: usable when our cgroup delegates pids to its children
-            folder = Path("/sys/fs/cgroup") / relative.lstrip("/")
+        folder = folder_of(relative, "cgroup2", None) if controllers == "" else None
+        if folder is not None:
             try:
-                if "pids" in (folder / "cgroup.subtree_control").read_text().split():
-                    return folder
+                delegated = (folder / "cgroup.subtree_control").read_text().split()
             except OSError:
-                return None
-    return None
+                delegated = []
+            for controller in {"pids", "cpu", "memory"} & set(delegated) - set(found):
+                found[controller] = (folder, True)
+    return found
