@@ -57,11 +57,13 @@ def test_release_leaks_no_solution_and_no_hidden_test(fresh_release, lesson):
     released_text = "\n".join(
         data.decode("utf-8", errors="replace") for name, data in files_under(fresh_release / lesson.id).items()
         if not name.endswith(".pt"))
-    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "check_against_reference"):
+    for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS"):
         assert marker not in released_text, f"{marker!r} found in the release of {lesson.id}"
-    # The kit may fall back on the instructor's module when it is installed; the notebook never uses it.
+    # The kit may fall back on the instructor's module when it is installed (answers.record_answers,
+    # run from the source notebook); the student's notebook never uses it, nor the hidden tests' call.
     notebook_text = (fresh_release / lesson.id / f"{lesson.notebook}.ipynb").read_text()
-    assert "course_lib.grading.exercises" not in notebook_text
+    for marker in ("course_lib.grading.exercises", "check_against_reference", "record_answers"):
+        assert marker not in notebook_text, f"{marker!r} found in the notebook of {lesson.id}"
     source = read_source_notebook(PROJECT, lesson)
     for cell in source.cells:
         nbgrader = cell.metadata.get("nbgrader", {})

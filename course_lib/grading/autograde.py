@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import html
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -153,6 +154,13 @@ def notebook_problem(path: Path) -> str | None:
     return None
 
 
+def _by_submission(problems: list[Problem]) -> dict[tuple[str, str], list[str]]:
+    grouped: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for p in problems:
+        grouped[p.student, p.lesson].append(p.reason)
+    return grouped
+
+
 def count_code_cells(path: Path) -> int:
     return sum(cell.cell_type == "code" for cell in nbformat.read(path, as_version=4).cells)
 
@@ -205,6 +213,18 @@ def write_problem_feedback(out: Path, problem: Problem, notebook: str, max_score
         f"<p>Your submission could not be graded: {html.escape(problem.reason)}.</p>\n"
         "<p>Check the file you handed in, then ask your instructor to grade it again.</p>\n</body></html>\n"
     )
+
+
+def add_notes_to_feedback(page: Path, notes: list[str]) -> None:
+    """Say at the top of a feedback page what happened to the submission on the way (restored cells, ...)."""
+    if not notes or not page.is_file():
+        return
+    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
+    box = (f'<div style="border:2px solid #c60;padding:0.5em 1em;margin:1em"><b>Notes from the grader</b>'
+           f"<ul>{items}</ul></div>")
+    text = page.read_text()
+    body = re.search(r"<body[^>]*>", text)
+    page.write_text(text[:body.end()] + box + text[body.end():] if body else box + text)
 
 
 def write_csvs(out: Path, grades: ClassGrades) -> None:
@@ -268,6 +288,7 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
             cell_ids[lesson.id] = graded_cells(project, lesson)
 
     jobs = max(1, jobs or os.cpu_count() or 1)
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # each run's share of the cores (torch threads, CPU quota)
     graded: list[tuple[str, Lesson]] = []
     with tempfile.TemporaryDirectory(prefix="attention-grading-") as scratch, \
             ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -282,14 +303,14 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
             target = out / "submitted" / student / lesson.id
             target.mkdir(parents=True)
             shutil.copyfile(path, target / path.name)  # only the notebook: the kit and cases are the instructor's
-            run_limits = limits or Limits(wall_seconds=timeout * (count_code_cells(path) + 5))
+            run_limits = limits or Limits(wall_seconds=timeout * (count_code_cells(path) + 5), cpus=threads)
             try:
                 job = prepare_job(target / path.name, out / "solutions" / lesson.id,
                                   Path(scratch) / student / lesson.id, api.config, db_url, lesson, student, run_limits)
             except Exception as error:  # nbgrader's sanitizing refused it (e.g. broken cell metadata)
                 problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells: {error}"))
                 continue
-            job.future = pool.submit(execute_job, job, max(1, (os.cpu_count() or 1) // jobs))
+            job.future = pool.submit(execute_job, job, threads)
             JOBS[student, lesson.id] = job
             queue.append(job)
 
@@ -334,6 +355,10 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
                 grades.cells.append(CellScore(problem.student, lesson.id, lesson.notebook, grade_id, 0.0,
                                               max_scores[grade_id]))
             write_problem_feedback(out, problem, lesson.notebook, sum(max_scores.values()))
+
+    for (student, lesson_id), notes_of_one in _by_submission(grades.notes).items():
+        notebook = next(l.notebook for l in lessons if l.id == lesson_id)
+        add_notes_to_feedback(out / "feedback" / student / lesson_id / f"{notebook}.html", notes_of_one)
 
     grades.cells.sort(key=lambda c: (c.student, c.lesson, cell_ids[c.lesson].index(c.grade_id)))
     write_csvs(out, grades)

@@ -440,7 +440,7 @@ print(f"trained in {time.perf_counter() - training_started:.1f} s")
 from course_lib.grading.answers import record_answers
 record_answers("trained_model", model)
 ### END HIDDEN TESTS
-check_translations(model, data.test, min_accuracy=0.9, exercise="trained model")
+check_translations(model, data.test, min_accuracy=0.9, exercise="trained_model")
 
 # %% [markdown]
 # The loss falls fast once the model has found where to look. On examples it never saw:

@@ -251,15 +251,20 @@ def reversed_sequences(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.flip(-1)
 
 
+# Lesson 3 builds multi-head attention on F.scaled_dot_product_attention (Lesson 1's operator):
+# what its exercises may not call is the finished module, nn.MultiheadAttention.
+FORBIDDEN = ("multihead_attention",)
+
 EXERCISES = (
-    Exercise("split_heads", LESSON, course_lib.split_heads, _split_heads_visible, _split_heads_hidden),
-    Exercise("merge_heads", LESSON, course_lib.merge_heads, _merge_heads_visible, _merge_heads_hidden),
-    Exercise("multihead_attention", LESSON, _multihead_attention_reference, _multihead_visible, _multihead_hidden),
-    # Reproduces nn.MultiheadAttention from its weights: the module is forbidden, SDPA inside is not.
+    Exercise("split_heads", LESSON, course_lib.split_heads, _split_heads_visible, _split_heads_hidden, FORBIDDEN),
+    Exercise("merge_heads", LESSON, course_lib.merge_heads, _merge_heads_visible, _merge_heads_hidden, FORBIDDEN),
+    Exercise("multihead_attention", LESSON, _multihead_attention_reference, _multihead_visible, _multihead_hidden,
+             FORBIDDEN),
     Exercise("mha_with_torch_weights", LESSON, _torch_mha_reference, _torch_mha_visible, _torch_mha_hidden,
-             forbidden=("multihead_attention",)),
-    Exercise("sinusoidal_encoding", LESSON, course_lib.sinusoidal_encoding, _sinusoidal_visible, _sinusoidal_hidden),
-    Exercise("apply_rope", LESSON, course_lib.apply_rope, _rope_visible, _rope_hidden),
-    Exercise("decode_step", LESSON, _decode_reference, _decode_visible, _decode_hidden),
-    Exercise("reversal_model", LESSON, reversed_sequences, _reversal_visible, _reversal_hidden),
+             FORBIDDEN),
+    Exercise("sinusoidal_encoding", LESSON, course_lib.sinusoidal_encoding, _sinusoidal_visible, _sinusoidal_hidden,
+             FORBIDDEN),
+    Exercise("apply_rope", LESSON, course_lib.apply_rope, _rope_visible, _rope_hidden, FORBIDDEN),
+    Exercise("decode_step", LESSON, _decode_reference, _decode_visible, _decode_hidden, FORBIDDEN),
+    Exercise("reversal_model", LESSON, reversed_sequences, _reversal_visible, _reversal_hidden, FORBIDDEN),
 )

@@ -235,8 +235,10 @@ def failure_report(exercise: str, results: list[tuple[str, str | None]], kind: s
 
 def check_cases(fn: Callable, cases: list[dict], *, exercise: str, kind: str = "visible") -> None:
     """Run ``fn`` on every case; raise one CheckFailed describing the first failures, else print a tick."""
-    if not callable(fn):
-        raise CheckFailed(f"{exercise}: expected a function, got {_describe(fn)}")
+    method = cases[0].get("method") if cases else None
+    if not callable(getattr(fn, method, None) if method else fn):
+        raise CheckFailed(f"{exercise}: expected a {f'model with a {method} method' if method else 'function'}, "
+                          f"got {_describe(fn)}")
     report = failure_report(exercise, [(case["case"], run_case(fn, case)) for case in cases], kind)
     if report:
         raise CheckFailed(report)

@@ -3,8 +3,8 @@
 While grading, ``attention-course autograde`` runs each submission in a sandbox with a file
 ``grading_inputs.pt`` beside the notebook: for every exercise, the inputs of its visible and hidden
 cases (never the expected outputs) and the fused operators it may not call. A graded test cell
-calls ``record_answers("softmax", softmax)``: the function runs on each case, and what it returns
-(or raises, or calls that it may not) is saved to ``answers/softmax.pt``. The grader, outside the
+calls ``record_answers(exercise, fn)``: ``fn`` runs on each case, and what it returns (or raises,
+or calls that it may not) is saved to ``answers/<exercise>.pt``. The grader, outside the
 sandbox, compares those answers with the reference library's outputs and writes the cell's
 verdict. Nothing the notebook does to its own process (replacing ``torch.allclose``, the check
 helpers, ``builtins``) can change that verdict: it is not computed here.

@@ -1,0 +1,93 @@
+"""The grader's verdict on recorded answers: computed from data only, never fooled by the recorder."""
+
+from __future__ import annotations
+
+import os
+import pickle
+
+import torch
+
+import course_lib
+from course_lib.grading.answers import answers_to
+from course_lib.grading.verdict import (cell_verdict, grading_cases, judge, recorded_exercises, sandbox_inputs,
+                                        verdict_outputs)
+
+EXERCISE = "softmax"
+
+
+def record(tmp_path, fn, exercise=EXERCISE, student="alice"):
+    """What record_answers would save for ``fn`` in the sandbox, and the grader's cases."""
+    cases = grading_cases(exercise, student)
+    spec = sandbox_inputs({exercise: cases})[exercise]
+    path = tmp_path / "answers" / f"{exercise}.pt"
+    path.parent.mkdir(exist_ok=True)
+    torch.save(answers_to(fn, spec["cases"], spec["forbidden"]), path)
+    return cases, path
+
+
+def test_the_reference_passes_and_a_wrong_answer_fails_with_the_case_named(tmp_path):
+    cases, path = record(tmp_path, course_lib.softmax)
+    assert judge(EXERCISE, cases, path) is None
+    cases, path = record(tmp_path, lambda x, dim=-1: x.exp() / x.exp().sum(dim, keepdim=True))
+    message = judge(EXERCISE, cases, path)
+    assert message.startswith(f"{EXERCISE}: ") and "magnitude 1e4" in message and "NaN" in message
+
+
+def test_the_sandbox_gets_the_inputs_but_never_the_expected_outputs():
+    spec = sandbox_inputs({EXERCISE: grading_cases(EXERCISE, "alice")})[EXERCISE]
+    assert spec["cases"] and all(set(case) <= {"case", "args", "kwargs", "method"} for case in spec["cases"])
+    assert "softmax" in spec["forbidden"]
+
+
+def test_hidden_cases_are_the_same_for_a_student_on_every_run_and_differ_between_students():
+    first, again, other = (grading_cases(EXERCISE, s) for s in ("alice", "alice", "bob"))
+    hidden = lambda cases: [c["args"][0] for c in cases if c["case"].startswith("hidden: ")]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(hidden(first), hidden(again)))
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(hidden(first), hidden(other)))
+
+
+def test_a_forbidden_call_fails_the_exercise_and_is_named(tmp_path):
+    cases, path = record(tmp_path, lambda x, dim=-1: torch.softmax(x, dim))
+    assert "calls torch.softmax (or log_softmax), which this exercise does not allow" in judge(EXERCISE, cases, path)
+    cases, path = record(tmp_path, lambda x, dim=-1: torch.ops.aten._softmax(x, dim, False))
+    assert "which this exercise does not allow" in judge(EXERCISE, cases, path)
+
+
+def test_changing_the_inputs_in_place_is_caught(tmp_path):
+    def in_place(x, dim=-1):
+        x.sub_(x.amax(dim, keepdim=True)).exp_()
+        return x / x.sum(dim, keepdim=True)
+
+    cases, path = record(tmp_path, in_place)
+    assert "modified its input tensors in place" in judge(EXERCISE, cases, path)
+
+
+def test_missing_truncated_or_foreign_answer_files_fail_without_running_anything(tmp_path):
+    cases = grading_cases(EXERCISE, "alice")
+    assert "no answers were recorded" in judge(EXERCISE, cases, tmp_path / "nothing.pt")
+    short = tmp_path / "short.pt"
+    torch.save([{"output": torch.zeros(1)}], short)
+    assert "do not match" in judge(EXERCISE, cases, short)
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    hostile = tmp_path / "hostile.pt"
+    with open(hostile, "wb") as f:
+        pickle.dump([Payload()] * len(cases), f, protocol=2)
+    assert "cannot be read" in judge(EXERCISE, cases, hostile)
+    assert not marker.exists()
+
+
+def test_a_passing_cell_gets_a_tick_and_a_failing_one_an_error_nbgrader_scores_zero(tmp_path):
+    cases, _ = record(tmp_path, course_lib.softmax)
+    source = 'from course_lib.grading.answers import record_answers\nrecord_answers("softmax", softmax)\n'
+    assert recorded_exercises(source) == ["softmax"]
+    [tick] = cell_verdict(source, {"softmax": cases}, tmp_path)
+    assert tick.output_type == "stream" and "✓ softmax" in tick.text and "checked by the grader" in tick.text
+    [error] = verdict_outputs(["softmax"], ["softmax: 0 of 12 graded cases pass."], {"softmax": cases})
+    assert error.output_type == "error" and error.ename == "CheckFailed"
+    assert cell_verdict("check_exercise('softmax', softmax)", {"softmax": cases}, tmp_path) is None
