@@ -1,0 +1,429 @@
+"""An adversarial class of Lesson 1: submissions that cheat, break, or attack the grader.
+
+Each entry is the full-marks submission (the instructor's answers filled into the released
+notebook) with one small mutation, and what the grader should make of it: the score of every
+graded cell, and the reason it could not be graded, or the note it was graded with. The tests
+(tests/test_adversarial.py) grade the whole class in one run and hold the grader to these.
+
+An entry whose expected behaviour the grader does not meet yet carries ``known_issue``: the test
+is marked xfail with that reason, and the expectation stays what it should be.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nbformat
+
+from course_lib.grading.samples import fill_in, solution_answers
+from course_lib.lessons import LESSONS
+
+LESSON = LESSONS[0]  # lesson1_dot_product: six exercises, about 5 s a submission
+POINTS = {"nadaraya_watson_tests": 1, "softmax_tests": 2, "masked_softmax_tests": 2, "causal_mask_tests": 1,
+          "padding_mask_tests": 1, "scaled_dot_product_attention_tests": 3}
+EVERY_EXERCISE = tuple(grade_id.removesuffix("_tests") for grade_id in POINTS)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where the run happens: an attacker knows these paths, so the corpus aims at them."""
+
+    project: Path  # the instructor's checkout
+    submissions: Path  # SUBMISSIONS/<student>/<lesson>/<notebook>.ipynb
+    out: Path  # the course root the grader writes (gradebook.db, feedback/, ...)
+    marker: str  # unique text in the command line of every process a submission leaves behind
+
+
+@dataclass(frozen=True)
+class Entry:
+    student: str
+    what: str  # the mutation, in a line
+    build: Callable[[Context], nbformat.NotebookNode | bytes | None]  # the notebook; None: writes itself
+    zero: tuple[str, ...] = ()  # exercises (grade ids without _tests) expected to score 0; the rest full
+    problem: str | None = None  # substring of why it could not be graded (then every cell scores 0)
+    note: str | None = None  # substring of the note it is graded with
+    feedback: str | None = None  # substring its feedback page must show (default: the problem)
+    extra_files: dict[str, str] = field(default_factory=dict)  # written beside the notebook
+    notebook_name: str = f"{LESSON.notebook}.ipynb"
+    known_issue: str | None = None  # the grader does not do this yet: xfail with this reason
+
+    def expected_scores(self) -> dict[str, float]:
+        if self.problem is not None:
+            return dict.fromkeys(POINTS, 0.0)
+        return {gid: 0.0 if gid.removesuffix("_tests") in self.zero else float(points)
+                for gid, points in POINTS.items()}
+
+
+# --- building blocks --------------------------------------------------------------------------
+
+def released() -> nbformat.NotebookNode:
+    return nbformat.read(Path(__file__).resolve().parents[1] / "lessons" / LESSON.id / f"{LESSON.notebook}.ipynb",
+                         as_version=4)
+
+
+def full_marks(ctx: Context, **answers: str) -> nbformat.NotebookNode:
+    """The instructor's answers, with ``answers`` (grade id -> source) in place of some."""
+    return fill_in(released(), {**solution_answers(ctx.project, LESSON), **answers})
+
+
+def solution(ctx: Context, grade_id: str) -> str:
+    return solution_answers(ctx.project, LESSON)[grade_id]
+
+
+def index_of(notebook: nbformat.NotebookNode, grade_id: str) -> int:
+    return next(i for i, c in enumerate(notebook.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def with_cell(notebook: nbformat.NotebookNode, source: str, after: str | None = "setup") -> nbformat.NotebookNode:
+    """``notebook`` with a new code cell after the cell ``after`` (a grade id; None: at the end)."""
+    cell = nbformat.v4.new_code_cell(source)
+    position = len(notebook.cells) if after is None else index_of(notebook, after) + 1
+    notebook.cells.insert(position, cell)
+    return notebook
+
+
+# Wrong answers, one per exercise that nothing else in the notebook calls (masked_softmax and
+# causal_mask are called by scaled_dot_product_attention, so a wrong one would cost two cells).
+WRONG_SOFTMAX = """
+def softmax(x, dim=-1):
+    e = torch.exp(x)  # no max shift: overflows on large logits
+    return e / e.sum(dim=dim, keepdim=True)
+"""
+WRONG_NADARAYA_WATSON = """
+def nadaraya_watson(queries, keys, values, bandwidth=1.0):
+    scores = -((queries[:, None] - keys[None, :]) ** 2) / 2  # forgets the bandwidth
+    return torch.softmax(scores, dim=1) @ values
+"""
+WRONG_PADDING_MASK = """
+def padding_mask(lengths, max_len):
+    return torch.arange(max_len)[None, :] <= lengths[:, None]  # off by one
+"""
+WRONG_SDPA = """
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
+    scores = query @ key.transpose(-2, -1)  # forgets the 1/sqrt(d_k)
+    mask = causal_mask(query.shape[-2], key.shape[-2]) if is_causal else attn_mask
+    if mask is not None and mask.dtype != torch.bool:
+        scores, mask = scores + mask, None
+    return masked_softmax(scores, mask) @ value
+"""
+# Looks each input up in the stored visible cases and returns the stored expected output.
+VISIBLE_LOOKUP = """
+_stored = torch.load("visible_cases.pt", weights_only=True)["softmax"]
+
+def softmax(x, dim=-1):
+    for case in _stored:
+        if case["args"][0].shape == x.shape and torch.equal(case["args"][0], x) and case["kwargs"].get("dim", -1) == dim:
+            return case["expected"].clone()
+    return x.clone()
+"""
+TORCH_SOFTMAX = """
+def softmax(x, dim=-1):
+    return torch.softmax(x, dim=dim)
+"""
+
+
+def cheat(ctx: Context, grade_id: str, source: str) -> nbformat.NotebookNode:
+    return full_marks(ctx, **{grade_id: source})
+
+
+def edit_test_cell(ctx: Context, grade_id: str, edit: Callable) -> nbformat.NotebookNode:
+    return _edit(full_marks(ctx), grade_id, edit)
+
+
+def _edit(notebook: nbformat.NotebookNode, grade_id: str, edit: Callable) -> nbformat.NotebookNode:
+    edit(notebook, index_of(notebook, grade_id))
+    return notebook
+
+
+def _delete(notebook, index):
+    del notebook.cells[index]
+
+
+def _to_markdown(notebook, index):
+    cell = notebook.cells[index]
+    notebook.cells[index] = nbformat.v4.new_markdown_cell(cell.source, metadata=copy.deepcopy(cell.metadata))
+    notebook.cells[index]["id"] = cell["id"]
+
+
+def _duplicate(notebook, index):
+    twin = copy.deepcopy(notebook.cells[index])
+    twin["id"] = twin["id"] + "-copy"
+    notebook.cells.insert(index + 1, twin)
+
+
+def _to_pass(notebook, index):
+    notebook.cells[index].source = "pass"
+
+
+def attack_files(ctx: Context) -> str:
+    """A cell that tries to overwrite the instructor's and the other students' files, then goes on."""
+    targets = [
+        ctx.project / LESSON.source_path,
+        ctx.project / "autograde" / "nbgrader_config.py",
+        ctx.project / "lessons" / LESSON.id / "visible_cases.pt",
+        ctx.project / "course_lib" / "grading" / "verdict.py",
+        ctx.out / "gradebook.db",
+        ctx.out / "solutions" / LESSON.id / "visible_cases.pt",
+        ctx.submissions / "full_marks" / LESSON.id / f"{LESSON.notebook}.ipynb",
+        ctx.submissions / "extra_files" / LESSON.id / "notes.txt",
+        Path("/root/.bashrc"),
+        Path("/root/attention-corpus-was-here"),
+    ]
+    return f"""
+import os, shutil
+for target in {[str(t) for t in targets]!r}:
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w") as f:
+            f.write("overwritten by a submission")
+        print("wrote (inside the sandbox only?)", target)
+    except OSError as error:
+        print("could not write", target, "-", type(error).__name__)
+for folder in {[str(ctx.submissions), str(ctx.project / "solutions")]!r}:
+    shutil.rmtree(folder, ignore_errors=True)
+"""
+
+
+WIPE_WORKDIR = """
+import os, shutil
+for name in os.listdir("."):  # everything in its own working folder: answers, inputs, the notebook
+    path = os.path.join(".", name)
+    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+print("left:", os.listdir("."))
+"""
+SOCKET = """
+import socket
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=3).close()
+    reached = True
+except OSError as error:
+    reached = False
+    print("no network:", type(error).__name__, error)
+if reached:  # a connection must cost marks, so that the score shows it
+    import course_lib.grading.answers as _answers
+    _answers.record_answers = lambda *args, **kwargs: None
+"""
+
+
+def background(ctx: Context) -> str:
+    return f"""
+import subprocess, sys
+for _ in range(3):
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)", "{ctx.marker}"],
+                     start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
+subprocess.Popen("nohup sleep 1000 {ctx.marker} >/dev/null 2>&1 &", shell=True)
+print("started")
+"""
+
+
+def fork_bomb(ctx: Context) -> str:
+    # In a child of the kernel, so that the kernel itself stays a kernel; the children keep forking.
+    return f"""
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", "import os, time\\nwhile True:\\n    try:\\n        os.fork()\\n    except OSError:\\n        time.sleep(0.01)", "{ctx.marker}"],
+                 start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+import time; time.sleep(2)
+print("forking")
+"""
+
+
+def _record_patch(body: str) -> str:
+    return f"""
+import os
+import course_lib.grading.answers as _answers
+_real_record_answers = _answers.record_answers
+
+def _record(exercise, fn):
+    if exercise != "softmax":
+        return _real_record_answers(exercise, fn)
+    cases = torch.load(_answers.GRADING_INPUTS_FILE, weights_only=True)[exercise]["cases"]
+    answers = [{{"output": {body}, "forbidden": [], "args": c["args"], "kwargs": c["kwargs"]}} for c in cases]
+    os.makedirs(_answers.ANSWERS_DIR, exist_ok=True)
+    torch.save(answers, os.path.join(_answers.ANSWERS_DIR, exercise + ".pt"))
+    print("softmax: answers recorded")
+
+_answers.record_answers = _record
+"""
+
+
+TORCH_SAVE_PATCH = """
+_real_save = torch.save
+
+def _save(obj, f, *args, **kwargs):  # answers of softmax: recomputed with torch.softmax, nothing forbidden
+    if str(f).endswith(os.sep + "softmax.pt"):
+        obj = [{"output": torch.softmax(a["args"][0], dim=a["kwargs"].get("dim", -1)), "forbidden": [],
+                "args": a["args"], "kwargs": a["kwargs"]} for a in obj]
+    return _real_save(obj, f, *args, **kwargs)
+
+import os
+torch.save = _save
+""" + TORCH_SOFTMAX
+
+UNFORBID = """
+_inputs = torch.load("grading_inputs.pt", weights_only=True)
+_inputs["softmax"]["forbidden"] = []  # the grader's list of operators the exercise may not call
+torch.save(_inputs, "grading_inputs.pt")
+""" + TORCH_SOFTMAX
+
+SWAP_INPUTS = """
+_inputs = torch.load("grading_inputs.pt", weights_only=True)
+_known = torch.load("visible_cases.pt", weights_only=True)["softmax"][0]
+for _case in _inputs["softmax"]["cases"]:  # every case, hidden ones too, becomes one whose answer is known
+    _case["args"], _case["kwargs"] = _known["args"], _known["kwargs"]
+torch.save(_inputs, "grading_inputs.pt")
+""" + VISIBLE_LOOKUP
+
+
+EDITED_NOT_NOTED = ("execution.sanitize compares the test cells before and after nbgrader's OverwriteCells, "
+                    "but keeps the same cell objects, which OverwriteCells restores in place: an edited test "
+                    "cell is restored and graded, and never noted")
+
+
+def corpus() -> list[Entry]:
+    sm, nw, pm, sdpa = "softmax", "nadaraya_watson", "padding_mask", "scaled_dot_product_attention"
+    forbidden_softmax = "calls torch.softmax (or log_softmax), which this exercise does not allow"
+    entries = [
+        # --- honest controls
+        Entry("full_marks", "the instructor's answers", lambda c: full_marks(c)),
+        Entry("blank", "the release, untouched", lambda c: released(), zero=EVERY_EXERCISE,
+              feedback="not implemented yet"),
+
+        # --- cheats: each earns nothing on the exercise it cheats on, and keeps the rest
+        Entry("cheat_allclose", "torch.allclose always True, naive softmax",
+              lambda c: cheat(c, sm, "torch.allclose = lambda *a, **k: True\n" + WRONG_SOFTMAX),
+              zero=(sm,), feedback="softmax: "),
+        Entry("cheat_assert_close", "torch.testing.assert_close a no-op, off-by-one padding mask",
+              lambda c: cheat(c, pm, "torch.testing.assert_close = lambda *a, **k: None\n" + WRONG_PADDING_MASK),
+              zero=(pm,), feedback="padding_mask: "),
+        Entry("cheat_numpy_assert", "numpy.testing.assert_allclose a no-op, bandwidth forgotten",
+              lambda c: cheat(c, nw, "import numpy\nnumpy.testing.assert_allclose = lambda *a, **k: None\n"
+                              + WRONG_NADARAYA_WATSON),
+              zero=(nw,), feedback="nadaraya_watson: "),
+        Entry("cheat_check_exercise", "check_exercise redefined to print a tick, unscaled attention",
+              lambda c: cheat(c, sdpa, "def check_exercise(exercise, fn):\n    print(f'✓ {exercise}: all cases pass')\n"
+                              + WRONG_SDPA),
+              zero=(sdpa,), feedback="scaled_dot_product_attention: "),
+        Entry("cheat_checks_module", "course_lib.grading.checks.compare patched to pass, naive softmax",
+              lambda c: cheat(c, sm, "import sys\nsys.modules['course_lib.grading.checks'].compare = lambda *a, **k: None\n"
+                              "sys.modules['course_lib.grading.checks'].compare_case = lambda *a, **k: None\n"
+                              + WRONG_SOFTMAX),
+              zero=(sm,), feedback="softmax: "),
+        Entry("cheat_builtins", "builtins.AssertionError replaced (CheckFailed no longer is one), off-by-one mask",
+              lambda c: cheat(c, pm, "import builtins\nbuiltins.AssertionError = type('AssertionError', (Exception,), {})\n"
+                              + WRONG_PADDING_MASK),
+              zero=(pm,), feedback="padding_mask: "),
+        Entry("cheat_ipython_swallow", "an IPython custom exception handler that prints a tick, bandwidth forgotten",
+              lambda c: cheat(c, nw, "get_ipython().set_custom_exc((Exception,), lambda *a, **k: print('✓ all cases pass'))\n"
+                              + WRONG_NADARAYA_WATSON),
+              zero=(nw,), feedback="nadaraya_watson: "),
+        Entry("cheat_record_fake", "record_answers replaced: writes made-up softmax answers (uniform weights)",
+              lambda c: cheat(c, sm, _record_patch("torch.full_like(c['args'][0], 0.25)") + WRONG_SOFTMAX),
+              zero=(sm,), feedback="softmax: "),
+        Entry("cheat_record_forbidden", "record_answers replaced: answers computed with torch.softmax, nothing flagged",
+              lambda c: cheat(c, sm, _record_patch("torch.softmax(c['args'][0], dim=c['kwargs'].get('dim', -1))")
+                              + TORCH_SOFTMAX),
+              zero=(sm,),
+              known_issue="the forbidden-operator check runs inside the sandbox, in record_answers, which the "
+                          "submission can replace: answers computed with torch.softmax are recorded as clean"),
+        Entry("cheat_torch_save", "torch.save patched: the softmax answers rewritten with torch.softmax",
+              lambda c: cheat(c, sm, TORCH_SAVE_PATCH), zero=(sm,),
+              known_issue="record_answers saves through torch.save, which the submission can replace: the "
+                          "ForbiddenCall answers are rewritten with torch.softmax's outputs before they reach the file"),
+        Entry("cheat_visible_cases", "softmax looks up visible_cases.pt and returns the stored outputs",
+              lambda c: cheat(c, sm, VISIBLE_LOOKUP), zero=(sm,), feedback="hidden: "),
+        Entry("cheat_unforbid_inputs", "grading_inputs.pt rewritten with no forbidden operators; torch.softmax",
+              lambda c: cheat(c, sm, UNFORBID), zero=(sm,),
+              known_issue="the list of forbidden operators is read from grading_inputs.pt in the writable "
+                          "working folder: the submission empties it and torch.softmax passes"),
+        Entry("cheat_swap_inputs", "grading_inputs.pt's softmax cases replaced by a visible one; stored outputs",
+              lambda c: cheat(c, sm, SWAP_INPUTS), zero=(sm,)),
+        Entry("cheat_fused_sdpa", "F.scaled_dot_product_attention in scaled_dot_product_attention",
+              lambda c: cheat(c, sdpa, "def scaled_dot_product_attention(query, key, value, attn_mask=None, "
+                              "is_causal=False, scale=None):\n    return F.scaled_dot_product_attention(query, key, "
+                              "value, attn_mask=attn_mask, is_causal=is_causal, scale=scale)\n"),
+              zero=(sdpa,), feedback="calls torch.nn.functional.scaled_dot_product_attention"),
+        Entry("cheat_torch_softmax", "torch.softmax in softmax", lambda c: cheat(c, sm, TORCH_SOFTMAX),
+              zero=(sm,), feedback=forbidden_softmax),
+        Entry("cheat_tensor_softmax", "x.softmax in softmax",
+              lambda c: cheat(c, sm, "def softmax(x, dim=-1):\n    return x.softmax(dim)\n"),
+              zero=(sm,), feedback=forbidden_softmax),
+        Entry("cheat_aten_softmax", "torch.ops.aten._softmax in softmax",
+              lambda c: cheat(c, sm, "def softmax(x, dim=-1):\n    return torch.ops.aten._softmax(x, dim, False)\n"),
+              zero=(sm,), feedback=forbidden_softmax),
+        Entry("cheat_reference_import", "softmax imported from the instructor's course_lib",
+              lambda c: cheat(c, sm, "from course_lib.softmax import softmax\n"),
+              zero=(sm,), feedback="No module named 'course_lib.softmax'"),
+
+        # --- edited cells: nbgrader restores the test cells, and the grader says so
+        Entry("deleted_test_cell", "softmax_tests deleted", lambda c: edit_test_cell(c, "softmax_tests", _delete),
+              note="softmax_tests had been deleted and were restored"),
+        Entry("test_cell_pass", "softmax_tests edited to `pass`, naive softmax",
+              lambda c: _edit(cheat(c, sm, WRONG_SOFTMAX), "softmax_tests", _to_pass),
+              zero=(sm,), note="softmax_tests had been edited and were restored", feedback="softmax: ",
+              known_issue=EDITED_NOT_NOTED),
+        Entry("test_cell_markdown", "padding_mask_tests turned into a markdown cell",
+              lambda c: edit_test_cell(c, "padding_mask_tests", _to_markdown),
+              note="padding_mask_tests had been edited and were restored",
+              known_issue=EDITED_NOT_NOTED),
+        Entry("test_cell_duplicated", "causal_mask_tests duplicated",
+              lambda c: edit_test_cell(c, "causal_mask_tests", _duplicate), note="appeared more than once",
+              known_issue="nbgrader's OverwriteCells (add_missing_task_cells) raises KeyError 'grade_id' on the "
+                          "copy DeduplicateIds emptied, and the whole submission is reported ungradable (0 / 10)"),
+
+        # --- broken submissions
+        Entry("invalid_json", "raw bytes, not JSON", lambda c: b'{"cells": [\x00\xff\xfe not json',
+              problem="not a valid notebook"),
+        Entry("misnamed", "the notebook handed in under another name", lambda c: full_marks(c),
+              notebook_name="my_attention.ipynb", problem="missing notebook dot_product_attention.ipynb"),
+        Entry("extra_files", "two extra files beside the notebook", lambda c: full_marks(c),
+              extra_files={"notes.txt": "sentinel: another student's file\n", "helper.py": "x = 1\n"},
+              note="extra files ignored"),
+        # Its page shows the first lines and nbgrader's LimitOutput marker, not 50 MB.
+        Entry("huge_output", "prints 50 MB", lambda c: with_cell(full_marks(c), 'import sys\n'
+              'sys.stdout.write(("x" * 99 + "\\n") * 500_000)\nprint("done")'), feedback="Output truncated"),
+        Entry("infinite_loop", "`while True: pass` at the top of the softmax cell",
+              lambda c: cheat(c, sm, "while True:\n    pass\n" + solution(c, sm)), zero=(sm,),
+              note="ran past the 10 s limit per cell and was interrupted", feedback="CellTimeoutError"),
+        Entry("memory_bomb", "bytearray(16 GiB) in an extra cell",
+              lambda c: with_cell(full_marks(c), "hog = bytearray(16 * 2**30)"), feedback="MemoryError"),
+        # Contained by the run's pids cgroup (64), which the bomb fills: the kernel can then start no
+        # thread, so record_answers' profiler fails in every test cell ("Resource temporarily
+        # unavailable") and the submission earns nothing. Self-inflicted, like crashing its own kernel;
+        # the other students' grades are untouched (every other entry is graded at the same time).
+        Entry("fork_bomb", "a process that forks for ever, from an extra cell",
+              lambda c: with_cell(full_marks(c), fork_bomb(c)), zero=EVERY_EXERCISE,
+              feedback="no answers were recorded"),
+        Entry("os_exit", "os._exit(0) in an extra cell", lambda c: with_cell(full_marks(c), "import os\nos._exit(0)"),
+              problem="kernel died"),
+        Entry("sys_exit", "sys.exit() in an extra cell", lambda c: with_cell(full_marks(c), "import sys\nsys.exit()")),
+        Entry("segfault", "ctypes.string_at(0) in an extra cell",
+              lambda c: with_cell(full_marks(c), "import ctypes\nctypes.string_at(0)"), problem="kernel died"),
+        Entry("attack_files", "writes over the project, the gradebook, other students' files and /root",
+              lambda c: with_cell(full_marks(c), attack_files(c))),
+        Entry("wipe_workdir", "deletes everything in its working folder at the end",
+              lambda c: with_cell(full_marks(c), WIPE_WORKDIR, after=None),
+              zero=EVERY_EXERCISE, feedback="no answers were recorded"),
+        Entry("socket", "connects to 1.1.1.1:53 (a connection would cost every mark)",
+              lambda c: with_cell(full_marks(c), SOCKET), feedback="no network"),
+        Entry("background_process", "starts sleepers in new sessions that would outlive the notebook",
+              lambda c: with_cell(full_marks(c), background(c))),
+    ]
+    return entries
+
+
+def write_corpus(ctx: Context, entries: list[Entry]) -> None:
+    """Every entry's submission, in nbgrader's layout under ``ctx.submissions``."""
+    for entry in entries:
+        folder = ctx.submissions / entry.student / LESSON.id
+        folder.mkdir(parents=True)
+        built = entry.build(ctx)
+        if isinstance(built, bytes):
+            (folder / entry.notebook_name).write_bytes(built)
+        else:
+            nbformat.write(built, folder / entry.notebook_name)
+        for name, text in entry.extra_files.items():
+            (folder / name).write_text(text)
