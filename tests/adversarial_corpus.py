@@ -278,11 +278,6 @@ torch.save(_inputs, "grading_inputs.pt")
 """ + VISIBLE_LOOKUP
 
 
-EDITED_NOT_NOTED = ("execution.sanitize compares the test cells before and after nbgrader's OverwriteCells, "
-                    "but keeps the same cell objects, which OverwriteCells restores in place: an edited test "
-                    "cell is restored and graded, and never noted")
-
-
 def corpus() -> list[Entry]:
     sm, nw, pm, sdpa = "softmax", "nadaraya_watson", "padding_mask", "scaled_dot_product_attention"
     forbidden_softmax = "calls torch.softmax (or log_softmax), which this exercise does not allow"
@@ -326,19 +321,13 @@ def corpus() -> list[Entry]:
         Entry("cheat_record_forbidden", "record_answers replaced: answers computed with torch.softmax, nothing flagged",
               lambda c: cheat(c, sm, _record_patch("torch.softmax(c['args'][0], dim=c['kwargs'].get('dim', -1))")
                               + TORCH_SOFTMAX),
-              zero=(sm,),
-              known_issue="the forbidden-operator check runs inside the sandbox, in record_answers, which the "
-                          "submission can replace: answers computed with torch.softmax are recorded as clean"),
+              zero=(sm,), feedback=forbidden_softmax),
         Entry("cheat_torch_save", "torch.save patched: the softmax answers rewritten with torch.softmax",
-              lambda c: cheat(c, sm, TORCH_SAVE_PATCH), zero=(sm,),
-              known_issue="record_answers saves through torch.save, which the submission can replace: the "
-                          "ForbiddenCall answers are rewritten with torch.softmax's outputs before they reach the file"),
+              lambda c: cheat(c, sm, TORCH_SAVE_PATCH), zero=(sm,), feedback=forbidden_softmax),
         Entry("cheat_visible_cases", "softmax looks up visible_cases.pt and returns the stored outputs",
               lambda c: cheat(c, sm, VISIBLE_LOOKUP), zero=(sm,), feedback="hidden: "),
         Entry("cheat_unforbid_inputs", "grading_inputs.pt rewritten with no forbidden operators; torch.softmax",
-              lambda c: cheat(c, sm, UNFORBID), zero=(sm,),
-              known_issue="the list of forbidden operators is read from grading_inputs.pt in the writable "
-                          "working folder: the submission empties it and torch.softmax passes"),
+              lambda c: cheat(c, sm, UNFORBID), zero=(sm,), feedback=forbidden_softmax),
         Entry("cheat_swap_inputs", "grading_inputs.pt's softmax cases replaced by a visible one; stored outputs",
               lambda c: cheat(c, sm, SWAP_INPUTS), zero=(sm,)),
         Entry("cheat_fused_sdpa", "F.scaled_dot_product_attention in scaled_dot_product_attention",
@@ -363,16 +352,12 @@ def corpus() -> list[Entry]:
               note="softmax_tests had been deleted and were restored"),
         Entry("test_cell_pass", "softmax_tests edited to `pass`, naive softmax",
               lambda c: _edit(cheat(c, sm, WRONG_SOFTMAX), "softmax_tests", _to_pass),
-              zero=(sm,), note="softmax_tests had been edited and were restored", feedback="softmax: ",
-              known_issue=EDITED_NOT_NOTED),
+              zero=(sm,), note="softmax_tests had been edited and were restored", feedback="softmax: "),
         Entry("test_cell_markdown", "padding_mask_tests turned into a markdown cell",
               lambda c: edit_test_cell(c, "padding_mask_tests", _to_markdown),
-              note="padding_mask_tests had been edited and were restored",
-              known_issue=EDITED_NOT_NOTED),
+              note="padding_mask_tests had been edited and were restored"),
         Entry("test_cell_duplicated", "causal_mask_tests duplicated",
-              lambda c: edit_test_cell(c, "causal_mask_tests", _duplicate), note="appeared more than once",
-              known_issue="nbgrader's OverwriteCells (add_missing_task_cells) raises KeyError 'grade_id' on the "
-                          "copy DeduplicateIds emptied, and the whole submission is reported ungradable (0 / 10)"),
+              lambda c: edit_test_cell(c, "causal_mask_tests", _duplicate), note="appeared more than once"),
 
         # --- broken submissions
         Entry("invalid_json", "raw bytes, not JSON", lambda c: b'{"cells": [\x00\xff\xfe not json',
@@ -394,9 +379,10 @@ def corpus() -> list[Entry]:
         # thread, so record_answers' profiler fails in every test cell ("Resource temporarily
         # unavailable") and the submission earns nothing. Self-inflicted, like crashing its own kernel;
         # the other students' grades are untouched (every other entry is graded at the same time).
+        # Held at the run's 64 processes and its CPU share; the kernel goes on (the recorder does without
+        # the profiler, which cannot start a thread then), so the answers are graded as they are.
         Entry("fork_bomb", "a process that forks for ever, from an extra cell",
-              lambda c: with_cell(full_marks(c), fork_bomb(c)), zero=EVERY_EXERCISE,
-              feedback="no answers were recorded"),
+              lambda c: with_cell(full_marks(c), fork_bomb(c))),
         Entry("os_exit", "os._exit(0) in an extra cell", lambda c: with_cell(full_marks(c), "import os\nos._exit(0)"),
               problem="kernel died"),
         Entry("sys_exit", "sys.exit() in an extra cell", lambda c: with_cell(full_marks(c), "import sys\nsys.exit()")),

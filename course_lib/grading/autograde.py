@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from course_lib.grading.course import (NBGRADER_CONFIG, materialise_source, nbgrader_api, nbgrader_failure,
                                        read_source_notebook)
-from course_lib.grading.execution import JOBS, SandboxedExecute, execute_job, prepare_job
+from course_lib.grading.execution import JOBS, SANITIZE, SandboxedExecute, execute_job, prepare_job
 from course_lib.grading.sandbox import Limits
 from course_lib.lessons import LESSONS, Lesson
 
@@ -273,6 +273,7 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
     shutil.copyfile(project / NBGRADER_CONFIG, out / "nbgrader_config.py")  # `cd out && nbgrader ...` works
     db_url, course_id = api.coursedir.db_url, api.coursedir.course_id
     # nbgrader's autograde, with the sandboxed run in place of its own Execute (execution.py)
+    api.config.Autograde.sanitize_preprocessors = list(SANITIZE)
     api.config.Autograde.autograde_preprocessors = [
         SandboxedExecute if step is Execute else step
         for step in Autograde.class_traits()["autograde_preprocessors"].default()]

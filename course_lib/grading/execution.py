@@ -32,6 +32,8 @@ import torch
 from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, NbGraderPreprocessor,
                                     OverwriteCells, OverwriteKernelspec)
 
+from nbgrader.utils import compute_checksum
+
 from course_lib.grading.answers import GRADING_INPUTS_FILE
 from course_lib.grading.release import write_student_kit
 from course_lib.grading.sandbox import Limits, SandboxResult, run_sandboxed
@@ -70,21 +72,36 @@ def _graded_cells(notebook) -> dict[str, nbformat.NotebookNode]:
             if cell.metadata.get("nbgrader", {}).get("grade")}
 
 
+class DropEmptyMetadata(NbGraderPreprocessor):
+    """Removes the empty ``nbgrader`` metadata that ``DeduplicateIds`` leaves on a dropped duplicate:
+    nbgrader's ``OverwriteCells`` would fail on it (KeyError 'grade_id') and the submission with it."""
+
+    def preprocess_cell(self, cell, resources, index):
+        if cell.metadata.get("nbgrader") == {}:
+            del cell.metadata["nbgrader"]
+        return cell, resources
+
+
+# nbgrader autograde's sanitizing pass, with the one repair above (also set in autograde.py).
+SANITIZE = (ClearOutput, DeduplicateIds, DropEmptyMetadata, OverwriteKernelspec, OverwriteCells, CheckCellMetadata)
+
+
 def sanitize(notebook, config, db_url: str, lesson: Lesson, student: str) -> tuple[object, list[str]]:
     """nbgrader autograde's first pass over ``notebook``, and what it had to restore, in words."""
     resources = {"nbgrader": {"db_url": db_url, "assignment": lesson.id, "notebook": lesson.notebook,
                               "student": student}}
     before = _graded_cells(notebook)
+    # The release recorded each test cell's checksum (nbgrader's, over source, type and points).
+    edited = sorted(g for g, cell in before.items()
+                    if cell.metadata["nbgrader"].get("checksum") not in (None, compute_checksum(cell)))
     ids = [cell.metadata.get("nbgrader", {}).get("grade_id") for cell in notebook.cells]
     duplicated = sorted({i for i in ids if i and ids.count(i) > 1})
-    for preprocessor in (ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, CheckCellMetadata):
+    for preprocessor in SANITIZE:
         notebook, resources = preprocessor(config=config).preprocess(notebook, resources)
-    after = _graded_cells(notebook)
     notes = []
-    if missing := sorted(set(after) - set(before)):
+    if missing := sorted(set(_graded_cells(notebook)) - set(before)):
         notes.append(f"test cell(s) {', '.join(missing)} had been deleted and were restored")
-    if edited := sorted(g for g in set(before) & set(after)
-                        if (before[g].source, before[g].cell_type) != (after[g].source, after[g].cell_type)):
+    if edited:
         notes.append(f"test cell(s) {', '.join(edited)} had been edited and were restored")
     if duplicated:
         notes.append(f"cell id(s) {', '.join(duplicated)} appeared more than once; the copies were dropped")
@@ -159,12 +176,15 @@ class SandboxedExecute(NbGraderPreprocessor):
         if [c.cell_type for c in executed.cells] != [c.cell_type for c in nb.cells]:
             job.reason = "its executed notebook does not have the cells of the submission"
             raise SubmissionNotGraded(job.reason)
+        answer = ""  # the student's code the next test cell checks: the last solution cell before it
         for cell, ran in zip(nb.cells, executed.cells):
             if cell.cell_type != "code":
                 continue
             cell.outputs, cell.execution_count = ran.get("outputs", []), ran.get("execution_count")
+            if cell.metadata.get("nbgrader", {}).get("solution"):
+                answer = cell.source
             if cell.metadata.get("nbgrader", {}).get("grade"):
-                verdict = cell_verdict(cell.source, job.cases, job.workdir)
+                verdict = cell_verdict(cell.source, job.cases, job.workdir, answer)
                 if verdict is not None:  # the grader's verdict, not what the kernel printed
                     interrupted = [o for o in cell.outputs if o.get("ename") == "CellTimeoutError"]
                     cell.outputs = interrupted + verdict

@@ -11,7 +11,9 @@ output: an error (nbgrader scores the cell 0) with the reasons, or a tick.
 
 from __future__ import annotations
 
+import io
 import re
+import tokenize
 import zlib
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,15 @@ from course_lib.grading.checks import NOT_IMPLEMENTED, compare_case, failure_rep
 from course_lib.grading.exercises import get_exercise, hidden_cases, visible_cases
 
 RECORD_CALL = re.compile(r"""record_answers\(\s*["']([^"']+)["']""")
+
+# How the fused operators of answers.FUSED are spelled in code (strings and comments aside): the
+# second check of a forbidden call, made here on the student's solution cell, where the submission
+# cannot switch it off as it could the run-time check in its own process.
+SPELLINGS = {
+    "scaled_dot_product_attention": r"\.\s*_?scaled_dot_product|\bimport\b[^\n]*\bscaled_dot_product_attention\b",
+    "multihead_attention": r"\bMultiheadAttention\b|multi_head_attention_forward|_native_multi_head_attention",
+    "softmax": r"\.\s*_?(log_)?(softmax|softmin)\b|\b(Log)?Softmax\b|\bimport\b[^\n]*\b(log_)?softmax\b",
+}
 MAX_ANSWERS_BYTES = 256 * 2**20  # larger answer files are not read
 
 
@@ -54,6 +65,25 @@ def sandbox_inputs(cases: dict[str, list[dict]]) -> dict[str, dict]:
 def recorded_exercises(source: str) -> list[str]:
     """The exercises a test cell's source records answers for (its ``record_answers`` calls)."""
     return RECORD_CALL.findall(source)
+
+
+def code_only(source: str) -> str:
+    """``source`` without its strings and comments (docstrings may name what the code must not call)."""
+    lines: list[str] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type in (tokenize.STRING, tokenize.COMMENT) or token.type >= tokenize.N_TOKENS:
+                continue
+            lines.append("\n" if token.type in (tokenize.NEWLINE, tokenize.NL) else token.string + " ")
+    except (tokenize.TokenError, SyntaxError, IndentationError):
+        return source  # not Python: scanned as it is
+    return "".join(lines)
+
+
+def spelled_forbidden(exercise: str, student_code: str) -> list[str]:
+    """The forbidden operators of ``exercise`` that ``student_code`` names (strings and comments aside)."""
+    code = code_only(student_code)
+    return [FUSED[key][0] for key in get_exercise(exercise).forbidden if re.search(SPELLINGS[key], code)]
 
 
 def _unchanged(original: Any, recorded: Any) -> bool:
@@ -117,15 +147,20 @@ def verdict_outputs(exercises: list[str], problems: list[str | None], cases: dic
     return [nbformat.v4.new_output("stream", name="stdout", text="".join(lines))]
 
 
-def cell_verdict(source: str, cases: dict[str, list[dict]], workdir: Path) -> list | None:
-    """The outputs of a graded test cell, judged from the answers in ``workdir``; None if it records none."""
+def cell_verdict(source: str, cases: dict[str, list[dict]], workdir: Path, student_code: str = "") -> list | None:
+    """The outputs of a graded test cell, judged from the answers in ``workdir``; None if it records none.
+
+    ``student_code`` is the solution cell the test cell checks: an exercise whose code names one of
+    its forbidden operators fails, whatever its answers.
+    """
     exercises = recorded_exercises(source)
     if not exercises:
         return None
-    problems = [judge(e, cases[e], workdir / ANSWERS_DIR / f"{e}.pt") for e in exercises]
+    problems = []
+    for e in exercises:
+        if spelled := spelled_forbidden(e, student_code):
+            problems.append(f"{e}: your code calls {', '.join(spelled)}, which this exercise does not allow: "
+                            "the exercise is to write it yourself")
+        else:
+            problems.append(judge(e, cases[e], workdir / ANSWERS_DIR / f"{e}.pt"))
     return verdict_outputs(exercises, problems, cases)
-
-
-def forbidden_names(exercise: str) -> list[str]:
-    """How the operators ``exercise`` forbids are named to students (for the docs and messages)."""
-    return [FUSED[key][0] for key in get_exercise(exercise).forbidden]
