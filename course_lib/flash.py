@@ -125,7 +125,7 @@ def flash_attention_forward(
         query: (..., Lq, D); key: (..., Lk, D); value: (..., Lk, Dv), same leading dims; any
         Lq, Lk >= 1 (not only multiples of the blocks).
         result: (out (..., Lq, Dv) in the inputs' dtype, lse (..., Lq) in float32, or float64
-        for float64 inputs).
+        for float64 inputs), without gradient history: :func:`flash_attention` is differentiable.
 
     >>> q, k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
     >>> out, lse = flash_attention_forward(q, k, v, block_q=4, block_k=3)
@@ -139,15 +139,17 @@ def flash_attention_forward(
     acc_dtype = _accumulation_dtype(query.dtype)
     *batch, n_q, d = query.shape
     n_k, d_v = key.shape[-2], value.shape[-1]
-    q = query.reshape(-1, n_q, d)  # (BH, Lq, D): one batched matmul serves every batch and head
-    k = key.reshape(-1, n_k, d)  # (BH, Lk, D)
-    v = value.reshape(-1, n_k, d_v)  # (BH, Lk, Dv)
+    # Detached: the tiles are written in place; flash_attention is the differentiable operator.
+    q = query.detach().reshape(-1, n_q, d)  # (BH, Lq, D): one batched matmul serves every batch and head
+    k = key.detach().reshape(-1, n_k, d)  # (BH, Lk, D)
+    v = value.detach().reshape(-1, n_k, d_v)  # (BH, Lk, Dv)
     bh = q.shape[0]
     out = torch.empty(bh, n_q, d_v, dtype=acc_dtype, device=query.device)
     lse = torch.empty(bh, n_q, dtype=acc_dtype, device=query.device)
     # One scores tile, reused: a fresh 1 MiB tensor per tile costs the allocator's page faults and
     # evicts the cache, and slowed the matrix products by a third.
     tile = torch.empty(bh, min(block_q, n_q), min(block_k, n_k), dtype=acc_dtype, device=query.device)
+    k_t = k.to(acc_dtype).transpose(1, 2).contiguous()  # (BH, D, Lk): each tile's K^T without a copy
 
     for q_start in range(0, n_q, block_q):
         q_stop = min(q_start + block_q, n_q)
@@ -162,7 +164,7 @@ def flash_attention_forward(
         for k_start in range(0, k_end, block_k):
             k_stop = min(k_start + block_k, n_k)
             s = tile[:, :q_stop - q_start, :k_stop - k_start]  # (BH, bq, bk)
-            torch.bmm(q_i, k[:, k_start:k_stop].to(acc_dtype).transpose(1, 2), out=s)
+            torch.bmm(q_i, k_t[:, :, k_start:k_stop], out=s)
             if is_causal and k_stop - 1 > q_start:  # the tile crosses the diagonal
                 _mask_above_diagonal_(s, q_start, k_start)
             # The first key tile holds key 0, visible to every row, so m is finite from here on.
@@ -224,6 +226,9 @@ def flash_attention_backward(
     dq = torch.zeros(q.shape, dtype=acc_dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=acc_dtype, device=q.device)
     dv = torch.empty(v.shape, dtype=acc_dtype, device=q.device)
+    # Two tiles reused for every pair (P and dS), as in the forward: no fresh allocation per tile.
+    p_tile = torch.empty(q.shape[0], min(block_q, n_q), min(block_k, n_k), dtype=acc_dtype, device=q.device)
+    ds_tile = torch.empty_like(p_tile)
 
     # Key tiles outer, as in FlashAttention-2's backward: dK_j and dV_j accumulate in contiguous
     # tiles (one batched product each); dQ_i gets one small product added per pair.
@@ -240,12 +245,14 @@ def flash_attention_backward(
             q_i = q[:, q_start:q_stop].to(acc_dtype)  # (BH, bq, D)
             do_i = do[:, q_start:q_stop].to(acc_dtype)  # (BH, bq, Dv)
             lse_i, delta_i = lse2[:, q_start:q_stop, None], delta[:, q_start:q_stop, None]  # (BH, bq, 1)
-            s = torch.bmm(q_i, k_j.transpose(1, 2)).mul_(scale * LOG2_E)  # (BH, bq, bk), base 2
+            s = p_tile[:, :q_stop - q_start, :k_stop - k_start]  # (BH, bq, bk)
+            torch.bmm(q_i, k_j.transpose(1, 2), out=s).mul_(scale * LOG2_E)  # in base 2
             if is_causal and k_stop - 1 > q_start:
                 _mask_above_diagonal_(s, q_start, k_start)
             p = s.sub_(lse_i).exp2_()  # (BH, bq, bk): masked entries give 2^-inf = 0
             dv_j.baddbmm_(p.transpose(1, 2), do_i)
-            ds = torch.bmm(do_i, v_j.transpose(1, 2)).sub_(delta_i).mul_(p)  # dS = P * (dP - D)
+            ds = ds_tile[:, :q_stop - q_start, :k_stop - k_start]
+            torch.bmm(do_i, v_j.transpose(1, 2), out=ds).sub_(delta_i).mul_(p)  # dS = P * (dP - D)
             dq[:, q_start:q_stop].add_(torch.bmm(ds, k_j), alpha=scale)
             dk_j.baddbmm_(ds.transpose(1, 2), q_i, alpha=scale)
         dk[:, k_start:k_stop] = dk_j

@@ -1,4 +1,4 @@
-"""``attention-course autograde SUBMISSIONS --out DIR``: grade a class through nbgrader's real gradebook.
+"""``attention-course autograde SUBMISSIONS --out DIR [--jobs N]``: grade a class through nbgrader's gradebook.
 
 ``SUBMISSIONS`` is in nbgrader's layout, ``<student>/<lesson>/<notebook>.ipynb``. ``DIR`` becomes an
 nbgrader course root (``solutions/``, ``lessons/``, ``submitted/``, ``autograded/``, ``feedback/``,
@@ -9,11 +9,15 @@ receives the results:
 - ``grades.csv``: one row per student and lesson, ``student,lesson,score,max_score``;
 - ``problems.csv``: ``student,lesson,graded,reason``: every submission that could not be graded
   (``graded`` no: it scores 0), and every graded one with a note (``graded`` yes): a cell ran past
-  the time limit and was interrupted (it scores what its output earns, the rest runs on), or its
-  feedback page could not be written;
-- ``feedback/<student>/<lesson>/<notebook>.html``: one feedback page per student and lesson.
+  the time limit and was interrupted (it scores what its output earns, the rest runs on), a test
+  cell was deleted or edited and restored, extra files were ignored, or its feedback page could not
+  be written;
+- ``feedback/<student>/<lesson>/<notebook>.html``: one feedback page per student and lesson, with
+  the notes at the top.
 
-A submission that cannot be graded (not a notebook, missing, kernel death, ...) never stops the others.
+Each submission runs in its own sandbox, ``jobs`` at once, and its test cells are judged outside it
+(``execution.py``; ``autograde/THREAT_MODEL.md``). A submission that cannot be graded (not a
+notebook, missing, kernel death, ...) never stops the others.
 """
 
 from __future__ import annotations
@@ -291,49 +295,58 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
     jobs = max(1, jobs or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // jobs)  # each run's share of the cores (torch threads, CPU quota)
     graded: list[tuple[str, Lesson]] = []
+    def forget(student: str, lesson_id: str) -> None:
+        """Remove an earlier run's results for this submission: files and gradebook entry."""
+        for step in ("submitted", "autograded", "feedback"):
+            shutil.rmtree(out / step / student / lesson_id, ignore_errors=True)
+        with Gradebook(db_url, course_id=course_id) as gb:
+            try:
+                gb.remove_submission(lesson_id, student)
+            except Exception:  # nbgrader's MissingEntry: nothing to remove
+                pass
+
     with tempfile.TemporaryDirectory(prefix="attention-grading-") as scratch, \
             ThreadPoolExecutor(max_workers=jobs) as pool:
-        queue = []
-        for student, lesson, path in found:  # step 1 for all, so that the pool always has work
-            reason = notebook_problem(path)
-            if reason is not None:
-                problems.append(Problem(student, lesson.id, reason))
-                continue
-            for step in ("submitted", "autograded", "feedback"):
-                shutil.rmtree(out / step / student / lesson.id, ignore_errors=True)
-            target = out / "submitted" / student / lesson.id
-            target.mkdir(parents=True)
-            shutil.copyfile(path, target / path.name)  # only the notebook: the kit and cases are the instructor's
-            run_limits = limits or Limits(wall_seconds=timeout * (count_code_cells(path) + 5), cpus=threads)
-            try:
-                job = prepare_job(target / path.name, out / "solutions" / lesson.id,
-                                  Path(scratch) / student / lesson.id, api.config, db_url, lesson, student, run_limits)
-            except Exception as error:  # nbgrader's sanitizing refused it (e.g. broken cell metadata)
-                problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells: {error}"))
-                continue
-            job.future = pool.submit(execute_job, job, threads)
-            JOBS[student, lesson.id] = job
-            queue.append(job)
-
-        for job in tqdm(queue, desc="autograding", unit="notebook", disable=not progress):
-            student, lesson = job.student, job.lesson
-            result = api.autograde(lesson.id, student, force=True, create=True)
-            JOBS.pop((student, lesson.id), None)
-            shutil.rmtree(job.workdir, ignore_errors=True)
-            notes += [Problem(student, lesson.id, note) for note in job.notes]
-            if result["success"]:
-                graded.append((student, lesson))
-                # now, while the pool runs the next submissions: nbgrader's feedback only reads the gradebook
-                feedback = api.generate_feedback(lesson.id, student, force=True)
-                if not feedback["success"]:
-                    notes.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(feedback)}"))
-                continue
-            with Gradebook(db_url, course_id=course_id) as gb:  # no half-graded submission stays behind
+        try:
+            queue = []
+            for student, lesson, path in found:  # step 1 for all, so that the pool always has work
+                forget(student, lesson.id)
+                reason = notebook_problem(path)
+                if reason is not None:
+                    problems.append(Problem(student, lesson.id, reason))
+                    continue
+                target = out / "submitted" / student / lesson.id
+                target.mkdir(parents=True)
+                shutil.copyfile(path, target / path.name)  # only the notebook: kit and cases are the instructor's
+                run_limits = limits or Limits(wall_seconds=timeout * (count_code_cells(path) + 5), cpus=threads)
                 try:
-                    gb.remove_submission(lesson.id, student)
-                except Exception:
-                    pass
-            problems.append(Problem(student, lesson.id, job.reason or explain_failure(result)))
+                    job = prepare_job(target / path.name, out / "solutions" / lesson.id,
+                                      Path(scratch) / student / lesson.id, api.config, db_url, lesson, student,
+                                      run_limits)
+                except Exception as error:  # nbgrader's sanitizing refused it (e.g. broken cell metadata)
+                    problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells: {error}"))
+                    continue
+                job.future = pool.submit(execute_job, job, threads)
+                JOBS[student, lesson.id] = job
+                queue.append(job)
+
+            for job in tqdm(queue, desc="autograding", unit="notebook", disable=not progress):
+                student, lesson = job.student, job.lesson
+                result = api.autograde(lesson.id, student, force=True, create=True)
+                JOBS.pop((student, lesson.id), None)
+                shutil.rmtree(job.workdir, ignore_errors=True)
+                notes += [Problem(student, lesson.id, note) for note in job.notes]
+                if result["success"]:
+                    graded.append((student, lesson))
+                    # now, while the pool runs the next submissions: nbgrader's feedback only reads the gradebook
+                    feedback = api.generate_feedback(lesson.id, student, force=True)
+                    if not feedback["success"]:
+                        notes.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(feedback)}"))
+                    continue
+                forget(student, lesson.id)  # no half-graded submission stays behind
+                problems.append(Problem(student, lesson.id, job.reason or explain_failure(result)))
+        finally:  # interrupted: runs not started yet are dropped, the running ones end
+            pool.shutdown(wait=True, cancel_futures=True)
 
     grades = ClassGrades(problems=list(problems), notes=notes)
     with Gradebook(db_url, course_id=course_id) as gb:
