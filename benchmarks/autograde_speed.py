@@ -8,7 +8,8 @@ graders start from nothing (a fresh course folder, ``generate_assignment`` inclu
 every submission; the plain one is nbgrader's own command line, ``nbgrader autograde LESSON`` for
 each lesson, in a course folder with the course's nbgrader configuration (its kernel runs every
 hidden test in the student's process, unsandboxed, one notebook at a time). Prints both wall
-times, their ratio, and whether both gave every student the same total.
+times and CPU times, their ratio, the ratio the machine's cores would allow at most given plain
+nbgrader's CPU time, and whether both gave every student the same total.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import csv
 import os
 import platform
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,6 +63,12 @@ def plain_nbgrader(project: Path, submissions: Path, root: Path, lessons) -> dic
         return {(row["student_id"], row["assignment"]): float(row["raw_score"] or 0) for row in csv.DictReader(f)}
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (kernels, sandboxes, nbgrader)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-lesson", type=int, default=20)
@@ -74,19 +82,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="autograde-speed-") as tmp:
         submissions = generated_class(project, Path(tmp), args.per_lesson, lessons)
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         grades = autograde(project, submissions, Path(tmp) / "ours", lessons=lessons, jobs=args.jobs, progress=True)
-        ours = time.perf_counter() - start
+        ours, ours_cpu = time.perf_counter() - start, cpu_seconds() - cpu
         our_totals = {key: score for key, (score, _) in grades.totals().items()}
 
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         plain_totals = plain_nbgrader(project, submissions, Path(tmp) / "plain", lessons)
-        plain = time.perf_counter() - start
+        plain, plain_cpu = time.perf_counter() - start, cpu_seconds() - cpu
 
     n = args.per_lesson * len(lessons)
-    print(f"attention-course autograde --jobs {args.jobs}: {ours:7.1f} s  ({ours / n:.2f} s per notebook)")
-    print(f"plain nbgrader autograde (serial):   {plain:7.1f} s  ({plain / n:.2f} s per notebook)")
-    print(f"speed-up: {plain / ours:.2f}x  (target: at least 2x)")
+    print(f"attention-course autograde --jobs {args.jobs}: {ours:7.1f} s  ({ours / n:.2f} s per notebook), "
+          f"{ours_cpu:.0f} CPU s ({ours_cpu / ours:.2f} cores busy on average)")
+    print(f"plain nbgrader autograde (serial):   {plain:7.1f} s  ({plain / n:.2f} s per notebook), "
+          f"{plain_cpu:.0f} CPU s ({plain_cpu / plain:.2f} cores busy on average)")
+    print(f"speed-up: {plain / ours:.2f}x  (target: at least 2x; with all {os.cpu_count()} cores busy, plain "
+          f"nbgrader's CPU time would allow at most {plain / (plain_cpu / os.cpu_count()):.2f}x)")
     differ = sorted(k for k in our_totals if abs(our_totals[k] - plain_totals.get(k, -1)) > 1e-9)
     print("same totals for every submission" if not differ else
           f"totals differ for {len(differ)} submission(s), e.g. {differ[:3]}: "

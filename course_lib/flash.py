@@ -149,7 +149,6 @@ def flash_attention_forward(
     # One scores tile, reused: a fresh 1 MiB tensor per tile costs the allocator's page faults and
     # evicts the cache, and slowed the matrix products by a third.
     tile = torch.empty(bh, min(block_q, n_q), min(block_k, n_k), dtype=acc_dtype, device=query.device)
-    k_t = k.to(acc_dtype).transpose(1, 2).contiguous()  # (BH, D, Lk): each tile's K^T without a copy
 
     for q_start in range(0, n_q, block_q):
         q_stop = min(q_start + block_q, n_q)
@@ -164,7 +163,7 @@ def flash_attention_forward(
         for k_start in range(0, k_end, block_k):
             k_stop = min(k_start + block_k, n_k)
             s = tile[:, :q_stop - q_start, :k_stop - k_start]  # (BH, bq, bk)
-            torch.bmm(q_i, k_t[:, :, k_start:k_stop], out=s)
+            torch.bmm(q_i, k[:, k_start:k_stop].to(acc_dtype).transpose(1, 2), out=s)
             if is_causal and k_stop - 1 > q_start:  # the tile crosses the diagonal
                 _mask_above_diagonal_(s, q_start, k_start)
             # The first key tile holds key 0, visible to every row, so m is finite from here on.
