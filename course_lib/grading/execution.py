@@ -4,9 +4,9 @@ nbgrader's ``autograde`` runs a notebook's cells itself, one submission after an
 test cell by whether it raised, in the same process as the student's code (which can replace
 ``torch.allclose`` and pass). Here it keeps every step but that one:
 
-1. :func:`prepare_job` sanitizes the submission with nbgrader's own preprocessors (exactly its
-   autograde's first pass: outputs cleared, ids deduplicated, locked and test cells overwritten,
-   deleted ones added back), and writes a private folder with the notebook, the lesson's files, the
+1. :func:`prepare_job` sanitizes the submission with nbgrader's own preprocessors (its autograde's
+   first pass, with one repair: outputs cleared, ids deduplicated, locked and test cells
+   overwritten, deleted ones added back), and writes a private folder with the notebook, the lesson's files, the
    student kit and the inputs of every graded case (``answers.GRADING_INPUTS_FILE``; never the
    expected outputs, which stay in this process).
 2. :func:`execute_job`, on a thread of a pool of ``--jobs``, runs ``execute_notebook.py`` in that
@@ -31,7 +31,6 @@ import nbformat
 import torch
 from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, NbGraderPreprocessor,
                                     OverwriteCells, OverwriteKernelspec)
-
 from nbgrader.utils import compute_checksum
 
 from course_lib.grading.answers import GRADING_INPUTS_FILE
@@ -45,7 +44,7 @@ MAX_EXECUTED_BYTES = 64 * 2**20  # an executed notebook larger than this is not 
 
 
 class SubmissionNotGraded(Exception):
-    """The submission's run gave nothing to grade; ``reason`` says why, for the class summary."""
+    """The submission's run gave nothing to grade; its job's ``reason`` says why, for the class summary."""
 
 
 @dataclass
@@ -134,6 +133,7 @@ def execute_job(job: Job, threads: int) -> SandboxResult:
     """Step 2: run the submission's notebook in its sandbox (on a pool thread)."""
     env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
            "JUPYTER_RUNTIME_DIR": str(job.workdir / ".jupyter"), "IPYTHONDIR": str(job.workdir / ".ipython"),
+           # agg: figures are drawn but not encoded as PNGs into the outputs (feedback pages show no plots)
            "MPLCONFIGDIR": str(job.workdir / ".matplotlib"), "MPLBACKEND": "agg", "NBGRADER_EXECUTION": "autograde"}
     return run_sandboxed([sys.executable, "-I", str(WORKER), str(job.workdir)], job.workdir,
                          limits=job.limits, read_only=[WORKER], env=env)
