@@ -91,3 +91,16 @@ def test_a_passing_cell_gets_a_tick_and_a_failing_one_an_error_nbgrader_scores_z
     [error] = verdict_outputs(["softmax"], ["softmax: 0 of 12 graded cases pass."], {"softmax": cases})
     assert error.output_type == "error" and error.ename == "CheckFailed"
     assert cell_verdict("check_exercise('softmax', softmax)", {"softmax": cases}, tmp_path) is None
+
+
+def test_the_code_check_reads_the_answer_not_the_self_checks_around_it(tmp_path):
+    cases, _ = record(tmp_path, course_lib.softmax)
+    source = 'record_answers("softmax", softmax)\n'
+    honest = ("def softmax(x, dim=-1):\n    e = (x - x.amax(dim, keepdim=True)).exp()\n"
+              "    return e / e.sum(dim, keepdim=True)\n\n"
+              "assert torch.allclose(softmax(torch.ones(3)), torch.softmax(torch.ones(3), -1))  # my own check\n")
+    [tick] = cell_verdict(source, {"softmax": cases}, tmp_path, honest)
+    assert tick.output_type == "stream"
+    delegating = "def softmax(x, dim=-1):\n    '''unlike torch.softmax'''\n    return torch.softmax(x, dim)\n"
+    [error] = cell_verdict(source, {"softmax": cases}, tmp_path, delegating)
+    assert "your code calls torch.softmax (or log_softmax)" in error.evalue

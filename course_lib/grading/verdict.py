@@ -11,6 +11,7 @@ output: an error (nbgrader scores the cell 0) with the reasons, or a tick.
 
 from __future__ import annotations
 
+import ast
 import io
 import re
 import tokenize
@@ -25,7 +26,7 @@ from course_lib.grading.answers import ANSWERS_DIR, FUSED
 from course_lib.grading.checks import NOT_IMPLEMENTED, compare_case, failure_report
 from course_lib.grading.exercises import get_exercise, hidden_cases, visible_cases
 
-RECORD_CALL = re.compile(r"""record_answers\(\s*["']([^"']+)["']""")
+RECORD_CALL = re.compile(r"""record_answers\(\s*["']([^"']+)["']\s*,\s*([A-Za-z_]\w*)?""")
 
 # How the fused operators of answers.FUSED are spelled in code (strings and comments aside): the
 # second check of a forbidden call, made here on the student's solution cell, where the submission
@@ -64,7 +65,20 @@ def sandbox_inputs(cases: dict[str, list[dict]]) -> dict[str, dict]:
 
 def recorded_exercises(source: str) -> list[str]:
     """The exercises a test cell's source records answers for (its ``record_answers`` calls)."""
-    return RECORD_CALL.findall(source)
+    return [exercise for exercise, _ in RECORD_CALL.findall(source)]
+
+
+def answer_source(student_code: str, name: str | None) -> str:
+    """The definition of ``name`` (the function or class under test) in the solution cell, else all of
+    it: what the student wrote around it (a check against torch's operator, say) is not the answer."""
+    try:
+        tree = ast.parse(student_code)
+    except SyntaxError:
+        return student_code
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == name:
+            return ast.get_source_segment(student_code, node) or student_code
+    return student_code
 
 
 def code_only(source: str) -> str:
@@ -150,15 +164,17 @@ def verdict_outputs(exercises: list[str], problems: list[str | None], cases: dic
 def cell_verdict(source: str, cases: dict[str, list[dict]], workdir: Path, student_code: str = "") -> list | None:
     """The outputs of a graded test cell, judged from the answers in ``workdir``; None if it records none.
 
-    ``student_code`` is the solution cell the test cell checks: an exercise whose code names one of
-    its forbidden operators fails, whatever its answers.
+    ``student_code`` is the solution cell the test cell checks: an exercise whose answer (the
+    definition of the function under test there) names one of its forbidden operators fails,
+    whatever its answers.
     """
-    exercises = recorded_exercises(source)
+    calls = RECORD_CALL.findall(source)
+    exercises = [exercise for exercise, _ in calls]
     if not exercises:
         return None
     problems = []
-    for e in exercises:
-        if spelled := spelled_forbidden(e, student_code):
+    for e, name in calls:
+        if spelled := spelled_forbidden(e, answer_source(student_code, name)):
             problems.append(f"{e}: your code calls {', '.join(spelled)}, which this exercise does not allow: "
                             "the exercise is to write it yourself")
         else:
