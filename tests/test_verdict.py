@@ -39,11 +39,12 @@ def test_the_sandbox_gets_the_inputs_but_never_the_expected_outputs():
     assert "softmax" in spec["forbidden"]
 
 
-def test_hidden_cases_are_the_same_for_a_student_on_every_run_and_differ_between_students():
-    first, again, other = (grading_cases(EXERCISE, s) for s in ("alice", "alice", "bob"))
+def test_hidden_cases_are_the_same_for_a_student_on_every_run_and_differ_between_students_and_courses():
+    first, again, other = (grading_cases(EXERCISE, s, "course-secret") for s in ("alice", "alice", "bob"))
+    elsewhere = grading_cases(EXERCISE, "alice", "another-secret")
     hidden = lambda cases: [c["args"][0] for c in cases if c["case"].startswith("hidden: ")]  # noqa: E731
-    assert all(torch.equal(a, b) for a, b in zip(hidden(first), hidden(again)))
-    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(hidden(first), hidden(other)))
+    same = lambda a, b: all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(hidden(a), hidden(b)))  # noqa: E731
+    assert same(first, again) and not same(first, other) and not same(first, elsewhere)
 
 
 def test_a_forbidden_call_fails_the_exercise_and_is_named(tmp_path):

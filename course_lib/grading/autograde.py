@@ -26,6 +26,7 @@ import csv
 import html
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -165,6 +166,16 @@ def _by_submission(problems: list[Problem]) -> dict[tuple[str, str], list[str]]:
     return grouped
 
 
+def course_secret(out: Path) -> str:
+    """The course root's secret for seeding hidden cases (``grading_secret.txt``, made on first use):
+    grading in the same folder again draws the same cases; no student can know them beforehand."""
+    path = out / "grading_secret.txt"
+    if not path.is_file():
+        path.write_text(secrets.token_hex(16))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def count_code_cells(path: Path) -> int:
     return sum(cell.cell_type == "code" for cell in nbformat.read(path, as_version=4).cells)
 
@@ -292,6 +303,7 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
                 raise RuntimeError(f"nbgrader generate_assignment failed for {lesson.id}: {nbgrader_failure(result)}")
             cell_ids[lesson.id] = graded_cells(project, lesson)
 
+    secret = course_secret(out)
     jobs = max(1, jobs or os.cpu_count() or 1)
     threads = max(1, (os.cpu_count() or 1) // jobs)  # each run's share of the cores (torch threads, CPU quota)
     graded: list[tuple[str, Lesson]] = []
@@ -322,7 +334,7 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
                 try:
                     job = prepare_job(target / path.name, out / "solutions" / lesson.id,
                                       Path(scratch) / student / lesson.id, api.config, db_url, lesson, student,
-                                      run_limits)
+                                      run_limits, secret)
                 except Exception as error:  # nbgrader's sanitizing refused it (e.g. broken cell metadata)
                     problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells: {error}"))
                     continue

@@ -108,7 +108,7 @@ def sanitize(notebook, config, db_url: str, lesson: Lesson, student: str) -> tup
 
 
 def prepare_job(submitted: Path, source_dir: Path, workdir: Path, config, db_url: str, lesson: Lesson,
-                student: str, limits: Limits) -> Job:
+                student: str, limits: Limits, secret: str = "") -> Job:
     """Sanitize ``submitted`` and lay out ``workdir`` for the sandbox (see the module doc, step 1)."""
     notebook = nbformat.read(submitted, as_version=4)
     notebook, notes = sanitize(notebook, config, db_url, lesson, student)
@@ -121,7 +121,7 @@ def prepare_job(submitted: Path, source_dir: Path, workdir: Path, config, db_url
     write_student_kit(workdir, lesson)
     exercises = [e for cell in _graded_cells(notebook).values() if cell.cell_type == "code"
                  for e in recorded_exercises(cell.source)]
-    cases = {exercise: grading_cases(exercise, student) for exercise in exercises}
+    cases = {exercise: grading_cases(exercise, student, secret) for exercise in exercises}
     torch.save(sandbox_inputs(cases), workdir / GRADING_INPUTS_FILE)
     nbformat.write(notebook, workdir / "submission.ipynb")
     (workdir / "job.json").write_text(json.dumps({"timeout": config.Execute.timeout,

@@ -39,15 +39,17 @@ SPELLINGS = {
 MAX_ANSWERS_BYTES = 256 * 2**20  # larger answer files are not read
 
 
-def grading_seed(student: str, exercise: str) -> int:
-    """The seed of ``student``'s hidden cases for ``exercise``: fixed, so a re-run grades the same."""
-    return zlib.crc32(f"{student}/{exercise}".encode()) & 0x7FFFFFFF
+def grading_seed(student: str, exercise: str, secret: str = "") -> int:
+    """The seed of ``student``'s hidden cases for ``exercise``: fixed, so a re-run grades the same;
+    with the course's ``secret`` (kept beside the gradebook) a student cannot work it out beforehand
+    and compute the answers with the public reference library."""
+    return zlib.crc32(f"{secret}/{student}/{exercise}".encode()) & 0x7FFFFFFF
 
 
-def grading_cases(exercise: str, student: str) -> list[dict]:
+def grading_cases(exercise: str, student: str, secret: str = "") -> list[dict]:
     """Every case ``student``'s answer to ``exercise`` is judged on: the visible ones, then hidden ones."""
     hidden = [{**case, "case": f"hidden: {case['case']}"}
-              for case in hidden_cases(exercise, grading_seed(student, exercise))]
+              for case in hidden_cases(exercise, grading_seed(student, exercise, secret))]
     return visible_cases(exercise) + hidden
 
 
