@@ -23,7 +23,7 @@ import nbformat
 import torch
 
 from course_lib.grading.answers import ANSWERS_DIR, FUSED
-from course_lib.grading.checks import NOT_IMPLEMENTED, compare_case, failure_report
+from course_lib.grading.checks import NOT_IMPLEMENTED, _same, compare_case, failure_report
 from course_lib.grading.exercises import get_exercise, hidden_cases, visible_cases
 
 RECORD_CALL = re.compile(r"""record_answers\(\s*["']([^"']+)["']\s*,\s*([A-Za-z_]\w*)?""")
@@ -102,18 +102,6 @@ def spelled_forbidden(exercise: str, student_code: str) -> list[str]:
     return [FUSED[key][0] for key in get_exercise(exercise).forbidden if re.search(SPELLINGS[key], code)]
 
 
-def _unchanged(original: Any, recorded: Any) -> bool:
-    if isinstance(original, torch.Tensor):
-        return (isinstance(recorded, torch.Tensor) and recorded.shape == original.shape
-                and recorded.dtype == original.dtype and torch.equal(recorded, original))
-    if isinstance(original, (list, tuple)):
-        return (isinstance(recorded, (list, tuple)) and len(recorded) == len(original)
-                and all(_unchanged(a, b) for a, b in zip(original, recorded)))
-    if isinstance(original, dict):
-        return isinstance(recorded, dict) and all(_unchanged(v, recorded.get(str(k))) for k, v in original.items())
-    return True  # e.g. a module passed in: its outputs are what is judged
-
-
 def _problem(case: dict, answer: Any) -> str | None:
     """What is wrong with one recorded answer, or None."""
     if not isinstance(answer, dict):
@@ -123,7 +111,7 @@ def _problem(case: dict, answer: Any) -> str | None:
         return f"calls {calls}, which this exercise does not allow: the exercise is to write it yourself"
     if "error" in answer:
         return NOT_IMPLEMENTED if answer.get("not_implemented") else f"raised {answer['error']}"
-    if not (_unchanged(case["args"], answer.get("args")) and _unchanged(case["kwargs"], answer.get("kwargs"))):
+    if not (_same(case["args"], answer.get("args")) and _same(case["kwargs"], answer.get("kwargs"))):
         return "modified its input tensors in place; compute a new tensor instead (e.g. x - m, not x -= m)"
     output = answer.get("output")
     if isinstance(output, dict) and set(output) == {"unsupported"}:

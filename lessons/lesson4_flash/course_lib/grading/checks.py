@@ -184,12 +184,17 @@ def _clone(value: Any) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
+    """Whether ``b`` still holds the inputs ``a`` (as ``_clone`` copies them, or as the grader reads
+    them back from a recording, dict keys as strings); NaN equals NaN. Anything else, e.g. a module
+    passed in, counts as the same: its outputs are what is judged."""
     if isinstance(a, torch.Tensor):
-        return torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, equal_nan=True, atol=0, rtol=0))
-    if isinstance(a, (list, tuple)):  # as _clone copies them
-        return all(_same(x, y) for x, y in zip(a, b))
+        return (isinstance(b, torch.Tensor) and b.shape == a.shape and b.dtype == a.dtype
+                and (torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, equal_nan=True, atol=0,
+                                                                                  rtol=0))))
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(b) == len(a) and all(_same(x, y) for x, y in zip(a, b))
     if isinstance(a, dict):
-        return all(_same(a[k], b[k]) for k in a)
+        return isinstance(b, dict) and all(_same(v, b[k] if k in b else b.get(str(k))) for k, v in a.items())
     return True
 
 
