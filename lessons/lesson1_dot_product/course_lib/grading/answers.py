@@ -72,10 +72,9 @@ class _Forbid(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
-def _fused_ops_called(events, forbidden: list[str]) -> list[str]:
-    """The forbidden fused operators among the ATen operators the profiler saw (e.g. called through
-    torch.ops, which no torch function mode sees)."""
-    names = {event.name for event in events}
+def _fused_ops_called(names: set[str], forbidden: list[str]) -> list[str]:
+    """The forbidden fused operators among the ATen operators the profiler saw (e.g. reached from
+    C++, as ``torch.special.softmax`` reaches ``aten::_softmax``, where the function mode sees another name)."""
     return [FUSED[key][0] for key in forbidden for prefix in FUSED[key][2]
             if any(name.startswith(prefix) for name in names)]
 
@@ -117,16 +116,26 @@ def _answer(fn: Any, case: dict, forbidden: list[str]) -> dict:
     return answer
 
 
+def _operator_names(ops: profile) -> set[str]:
+    """The names of the operators a profile saw. Read from the profiler's raw results: its
+    ``function_events`` builds a Python object per call, 4.5 s for the 79,000 operators of
+    translating 1,000 dates, against 0.1 s here."""
+    results = getattr(ops, "kineto_results", None)
+    if results is None:  # a torch without the raw results
+        return {event.name for event in ops.function_events or []}
+    return {event.name() for event in results.events()}
+
+
 def answers_to(fn: Any, cases: list[dict], forbidden: list[str]) -> list[dict]:
     """``fn``'s answer to every case. The profiler lists the ATen operators the calls ran (a
     TorchDispatchMode would too, but imports torch._dynamo, 2 s, on its first use in a kernel)."""
     try:
         with profile() as ops:
             answers = [_answer(fn, case, forbidden) for case in cases]
-        events = ops.function_events or []
+        names = _operator_names(ops)
     except RuntimeError:  # the profiler could not start (no thread left, say): the function mode still holds
-        answers, events = [_answer(fn, case, forbidden) for case in cases], []
-    if fused := _fused_ops_called(events, forbidden):
+        answers, names = [_answer(fn, case, forbidden) for case in cases], set()
+    if fused := _fused_ops_called(names, forbidden):
         for answer in answers:  # which case ran it is not recorded; the exercise fails either way
             answer["forbidden"] = sorted(set(answer["forbidden"]) | set(fused))
     return answers
