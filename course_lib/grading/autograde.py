@@ -295,13 +295,19 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
 
     used = ({lesson.id for _, lesson, _ in found} | {p.lesson for p in problems}) & {l.id for l in lessons}
     cell_ids = {}
-    for lesson in lessons:
-        if lesson.id in used:
-            materialise_source(project, lesson, out)
-            result = api.generate_assignment(lesson.id, force=True, create=True)
-            if not result["success"]:
-                raise RuntimeError(f"nbgrader generate_assignment failed for {lesson.id}: {nbgrader_failure(result)}")
-            cell_ids[lesson.id] = graded_cells(project, lesson)
+
+    def generate(lesson: Lesson) -> None:
+        materialise_source(project, lesson, out)
+        result = api.generate_assignment(lesson.id, force=True, create=True)
+        if not result["success"]:
+            raise RuntimeError(f"nbgrader generate_assignment failed for {lesson.id}: {nbgrader_failure(result)}")
+        cell_ids[lesson.id] = graded_cells(project, lesson)
+
+    for lesson in lessons:  # those with no notebook to run; the others' just before their first run
+        if lesson.id in used and not any(l.id == lesson.id for _, l, _ in found):
+            generate(lesson)
+    order = {lesson.id: i for i, lesson in enumerate(lessons)}
+    found.sort(key=lambda submission: order[submission[1].id])  # lesson by lesson
 
     secret = course_secret(out)
     jobs = max(1, jobs or os.cpu_count() or 1)
@@ -322,6 +328,8 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
         try:
             queue = []
             for student, lesson, path in found:  # step 1 for all, so that the pool always has work
+                if lesson.id not in cell_ids:  # the pool runs the first lessons' notebooks meanwhile
+                    generate(lesson)
                 forget(student, lesson.id)
                 reason = notebook_problem(path)
                 if reason is not None:
