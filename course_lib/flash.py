@@ -7,7 +7,9 @@ and, for each, over tiles of keys (``block_k`` columns), keeping per query row t
 each row, nothing of size Lq x Lk. The backward pass recomputes each tile's probabilities from
 ``L`` instead of storing them. This is FlashAttention-2's algorithm (Dao, 2023, algorithms 1 and
 2; Dao et al., 2022), written with batched matrix products over tiles so that it runs well on a
-CPU, where PyTorch's operators play the part of the GPU kernel's inner loop.
+CPU, where PyTorch's operators play the part of the GPU kernel's inner loop. One addition: query
+tiles whose scores are provably small skip the running max (FlashDecoding++'s unified maximum,
+Hong et al., 2023), which saves a third of the forward's work beside the matrix products.
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ __all__ = [
     "DEFAULT_BLOCK_K",
 ]
 
-# Tiles of 128 x 256 scores per (batch, head): large enough that the matrix products dominate the
-# per-tile Python overhead on a CPU, small enough that the tiles of 8 heads (1 MiB each in float32)
-# stay small beside the output, so the peak memory is close to that of PyTorch's fused kernel.
-# Measured with `attention-course bench` (README, Lesson 4).
-DEFAULT_BLOCK_Q = 128
+# Tiles of 256 x 256 scores per (batch, head): the size at which this CPU's batched matrix products
+# run fastest (about 150 GFLOP/s on 2 cores; 512-wide tiles drop to 100), large enough that they
+# dominate the per-tile Python overhead, small enough that the tiles of 8 heads (2 MiB each in
+# float32) stay in the cache and small beside the output, so the peak memory is close to that of
+# PyTorch's fused kernel. Measured with `benchmarks/lesson4_targets.py` (README, Lesson 4).
+DEFAULT_BLOCK_Q = 256
 DEFAULT_BLOCK_K = 256
 
 # exp(x) = 2^(x log2 e). Both passes fold log2(e) into the scale and use exp2, as FlashAttention's
@@ -39,6 +42,14 @@ DEFAULT_BLOCK_K = 256
 # beside the two matrix products. Running max and sum then live in base 2; L is converted back.
 LOG2_E = math.log2(math.e)
 LN_2 = math.log(2.0)
+
+# A unified maximum (Hong et al., 2023, FlashDecoding++, section 3): the running max exists only so
+# that exp never overflows. When every score of a query tile is known to lie in [-B, B] with
+# B = UNIFIED_MAX_BOUND (base 2), 2^s is a normal float32 between 2^-32 and 2^32, so the tile keeps
+# m = 0 throughout and skips the row maxima, the subtraction and the rescaling of l and acc: the
+# same result, with the same relative precision (floating point's is the same at every magnitude).
+# The bound is proved before the tile runs, not hoped for: |q . k| <= |q| |k| (Cauchy-Schwarz).
+UNIFIED_MAX_BOUND = 32.0
 
 
 def causal_tile_mask(n_q: int, n_k: int, block_q: int, block_k: int) -> torch.Tensor:
@@ -117,7 +128,8 @@ def flash_attention_forward(
 
     then ``O_i = acc / l`` and ``L_i = m + log(l)``, the log-sum-exp of row i's scores, which
     the backward pass needs. (The code computes the same in base 2: ``S`` scaled by ``log2(e)``
-    and ``exp2``, which is cheaper than ``exp``; see ``LOG2_E``.) With ``is_causal`` (key j visible to query i iff j <= i, top-left
+    and ``exp2``, which is cheaper than ``exp``; see ``LOG2_E``. A query tile whose scores are
+    provably small keeps ``m = 0`` and skips the rescaling; see ``UNIFIED_MAX_BOUND``.) With ``is_causal`` (key j visible to query i iff j <= i, top-left
     aligned as in torch) tiles above the diagonal are skipped (:func:`causal_tile_mask`) and the
     tiles that cross it are masked. Float16/bfloat16 inputs are accumulated in float32.
 
@@ -146,14 +158,21 @@ def flash_attention_forward(
     bh = q.shape[0]
     out = torch.empty(bh, n_q, d_v, dtype=acc_dtype, device=query.device)
     lse = torch.empty(bh, n_q, dtype=acc_dtype, device=query.device)
-    # One scores tile, reused: a fresh 1 MiB tensor per tile costs the allocator's page faults and
+    # One scores tile, reused: a fresh tensor per tile costs the allocator's page faults and
     # evicts the cache, and slowed the matrix products by a third.
     tile = torch.empty(bh, min(block_q, n_q), min(block_k, n_k), dtype=acc_dtype, device=query.device)
+    k_norm = torch.linalg.vector_norm(k, dim=-1).amax(dim=-1).to(acc_dtype)  # (BH,): max_j |k_j|
+    v_min, v_max = torch.aminmax(v) if v.numel() else (torch.tensor(0.0), torch.tensor(0.0))
+    # ... and acc's sums, up to Lk * 2^B * max|V|, must stay finite (NaN or inf anywhere: the online softmax)
+    values_fit = n_k * 2.0 ** UNIFIED_MAX_BOUND * max(-float(v_min), float(v_max)) < 2.0 ** 120
 
     for q_start in range(0, n_q, block_q):
         q_stop = min(q_start + block_q, n_q)
         q_i = q[:, q_start:q_stop].to(acc_dtype) * (scale * LOG2_E)  # (BH, bq, D): scores in base 2
-        m = torch.full((bh, q_stop - q_start), float("-inf"), dtype=acc_dtype, device=query.device)
+        bound = (torch.linalg.vector_norm(q_i, dim=-1) * k_norm[:, None]).amax()  # >= every |score|
+        unified = values_fit and float(bound) <= UNIFIED_MAX_BOUND
+        m = torch.full((bh, q_stop - q_start), 0.0 if unified else float("-inf"), dtype=acc_dtype,
+                       device=query.device)  # (BH, bq)
         l = torch.zeros_like(m)  # (BH, bq)
         # Contiguous, so that baddbmm_ below is one batched product (on a strided view of `out`
         # PyTorch falls back to one product per batch entry, 1.5x slower on a CPU).
@@ -166,6 +185,11 @@ def flash_attention_forward(
             torch.bmm(q_i, k[:, k_start:k_stop].to(acc_dtype).transpose(1, 2), out=s)
             if is_causal and k_stop - 1 > q_start:  # the tile crosses the diagonal
                 _mask_above_diagonal_(s, q_start, k_start)
+            if unified:  # m stays 0: P = 2^S directly, nothing to rescale
+                p = s.exp2_()  # (BH, bq, bk)
+                l.add_(p.sum(dim=-1))
+                acc.baddbmm_(p, v[:, k_start:k_stop].to(acc_dtype))
+                continue
             # The first key tile holds key 0, visible to every row, so m is finite from here on.
             m_new = torch.maximum(m, s.amax(dim=-1))
             alpha = torch.exp2(m - m_new)  # (BH, bq): how much the old state shrinks

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.chunked import chunked_attention
+from course_lib import flash
 from course_lib.flash import (
     causal_tile_mask,
     flash_attention,
@@ -89,6 +90,39 @@ def test_half_precision_inputs_accumulate_in_float32_and_stay_within_the_fused_k
     for a, b in zip(ours, ref):
         assert a.dtype == dtype
         torch.testing.assert_close(a.float(), b.float(), atol=10 * TOL[dtype]["atol"], rtol=10 * TOL[dtype]["rtol"])
+
+
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+def test_a_query_tile_with_large_scores_keeps_the_running_max(is_causal):
+    # Rows 16..31 (the second query tile) reach scores of about 2^200: 2^s overflows without the
+    # running max, so that tile must take the online softmax while the others keep m = 0.
+    q, k, v = inputs((2, 3), 70, 70, 16, 16)
+    q[..., 16:32, :] *= 60
+    out, lse = flash_attention_forward(q, k, v, is_causal, block_q=16, block_k=16)
+    assert out.isfinite().all()
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), **TOL[torch.float32])
+    torch.testing.assert_close(lse, torch.logsumexp(reference_scores(q, k, is_causal), dim=-1).float(),
+                               **TOL[torch.float32])
+
+
+def test_values_too_large_for_a_unified_max_keep_the_running_max():
+    # Small scores but |V| up to about 3e36: sums of 2^s V over 40 keys would pass float32's 3.4e38,
+    # sums of 2^(s - m) V (each factor at most 1) do not.
+    q, k, v = inputs((1, 2), 40, 40, 8, 8)
+    v = v * 1e36
+    out, _ = flash_attention_forward(q, k, v, block_q=16, block_k=16)
+    assert out.isfinite().all()
+    torch.testing.assert_close(out / 1e36, F.scaled_dot_product_attention(q, k, v) / 1e36, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+def test_unified_max_and_running_max_give_the_same_output_and_logsumexp(is_causal, monkeypatch):
+    q, k, v = inputs((2, 2), 45, 45, 16, 16)
+    unified = flash_attention_forward(q, k, v, is_causal, block_q=8, block_k=8)
+    monkeypatch.setattr(flash, "UNIFIED_MAX_BOUND", -1.0)  # no tile qualifies: the online softmax everywhere
+    running = flash_attention_forward(q, k, v, is_causal, block_q=8, block_k=8)
+    for a, b in zip(unified, running):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 
 def test_custom_scale_matches_sdpa():
