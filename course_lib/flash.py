@@ -9,7 +9,7 @@ each row, nothing of size Lq x Lk. The backward pass recomputes each tile's prob
 2; Dao et al., 2022), written with batched matrix products over tiles so that it runs well on a
 CPU, where PyTorch's operators play the part of the GPU kernel's inner loop. One addition: query
 tiles whose scores are provably small skip the running max (FlashDecoding++'s unified maximum,
-Hong et al., 2023), which saves a third of the forward's work beside the matrix products.
+Hong et al., 2023), which saves two of the four passes over each scores tile.
 """
 
 from __future__ import annotations
