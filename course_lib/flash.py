@@ -129,9 +129,10 @@ def flash_attention_forward(
     then ``O_i = acc / l`` and ``L_i = m + log(l)``, the log-sum-exp of row i's scores, which
     the backward pass needs. (The code computes the same in base 2: ``S`` scaled by ``log2(e)``
     and ``exp2``, which is cheaper than ``exp``; see ``LOG2_E``. A query tile whose scores are
-    provably small keeps ``m = 0`` and skips the rescaling; see ``UNIFIED_MAX_BOUND``.) With ``is_causal`` (key j visible to query i iff j <= i, top-left
-    aligned as in torch) tiles above the diagonal are skipped (:func:`causal_tile_mask`) and the
-    tiles that cross it are masked. Float16/bfloat16 inputs are accumulated in float32.
+    provably small keeps ``m = 0`` and skips the rescaling; see ``UNIFIED_MAX_BOUND``.) With
+    ``is_causal`` (key j visible to query i iff j <= i, top-left aligned as in torch) tiles
+    above the diagonal are skipped (:func:`causal_tile_mask`) and the tiles that cross it are
+    masked. Float16/bfloat16 inputs are accumulated in float32.
 
     Shapes:
         query: (..., Lq, D); key: (..., Lk, D); value: (..., Lk, Dv), same leading dims; any
