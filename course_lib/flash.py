@@ -163,9 +163,9 @@ def flash_attention_forward(
     # evicts the cache, and slowed the matrix products by a third.
     tile = torch.empty(bh, min(block_q, n_q), min(block_k, n_k), dtype=acc_dtype, device=query.device)
     k_norm = torch.linalg.vector_norm(k, dim=-1).amax(dim=-1).to(acc_dtype)  # (BH,): max_j |k_j|
-    v_min, v_max = torch.aminmax(v) if v.numel() else (torch.tensor(0.0), torch.tensor(0.0))
+    v_max = max(abs(float(x)) for x in torch.aminmax(v)) if v.numel() else 0.0  # max |V|, no copy of V
     # ... and acc's sums, up to Lk * 2^B * max|V|, must stay finite (NaN or inf anywhere: the online softmax)
-    values_fit = n_k * 2.0 ** UNIFIED_MAX_BOUND * max(-float(v_min), float(v_max)) < 2.0 ** 120
+    values_fit = n_k * 2.0 ** UNIFIED_MAX_BOUND * v_max < 2.0 ** 120
 
     for q_start in range(0, n_q, block_q):
         q_stop = min(q_start + block_q, n_q)

@@ -293,7 +293,8 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
         SandboxedExecute if step is Execute else step
         for step in Autograde.class_traits()["autograde_preprocessors"].default()]
 
-    used = ({lesson.id for _, lesson, _ in found} | {p.lesson for p in problems}) & {l.id for l in lessons}
+    running = {lesson.id for _, lesson, _ in found}  # lessons with a notebook to run
+    used = (running | {p.lesson for p in problems}) & {l.id for l in lessons}
     cell_ids = {}
 
     def generate(lesson: Lesson) -> None:
@@ -304,7 +305,7 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
         cell_ids[lesson.id] = graded_cells(project, lesson)
 
     for lesson in lessons:  # those with no notebook to run; the others' just before their first run
-        if lesson.id in used and not any(l.id == lesson.id for _, l, _ in found):
+        if lesson.id in used - running:
             generate(lesson)
     order = {lesson.id: i for i, lesson in enumerate(lessons)}
     found.sort(key=lambda submission: order[submission[1].id])  # lesson by lesson
