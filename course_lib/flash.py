@@ -188,16 +188,16 @@ def flash_attention_forward(
                 _mask_above_diagonal_(s, q_start, k_start)
             if unified:  # m stays 0: P = 2^S directly, nothing to rescale
                 p = s.exp2_()  # (BH, bq, bk)
-                l.add_(p.sum(dim=-1))
-                acc.baddbmm_(p, v[:, k_start:k_stop].to(acc_dtype))
-                continue
-            # The first key tile holds key 0, visible to every row, so m is finite from here on.
-            m_new = torch.maximum(m, s.amax(dim=-1))
-            alpha = torch.exp2(m - m_new)  # (BH, bq): how much the old state shrinks
-            p = s.sub_(m_new[..., None]).exp2_()  # (BH, bq, bk), in place: no second tile
-            l.mul_(alpha).add_(p.sum(dim=-1))
-            acc.mul_(alpha[..., None]).baddbmm_(p, v[:, k_start:k_stop].to(acc_dtype))
-            m = m_new
+            else:
+                # The first key tile holds key 0, visible to every row, so m is finite from here on.
+                m_new = torch.maximum(m, s.amax(dim=-1))
+                alpha = torch.exp2(m - m_new)  # (BH, bq): how much the old state shrinks
+                p = s.sub_(m_new[..., None]).exp2_()  # (BH, bq, bk), in place: no second tile
+                l.mul_(alpha)
+                acc.mul_(alpha[..., None])
+                m = m_new
+            l.add_(p.sum(dim=-1))
+            acc.baddbmm_(p, v[:, k_start:k_stop].to(acc_dtype))
         out[:, q_start:q_stop] = acc.div_(l[..., None])
         lse[:, q_start:q_stop] = (m + torch.log2(l)) * LN_2  # back from base 2 to natural log
 
