@@ -9,9 +9,9 @@ c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this f
 c.CourseDirectory.course_id = "attention-course"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "lessons"
-# Never copy a student's own `course_lib/` (the checking kit that ships with the release) into the
-# grading folder: the hidden tests must import the instructor's full library, not the student's copy.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "course_lib"]
+# Never copy a student's own `course_kit/` (the student kit that ships with the release) into the
+# grading folder: grading uses the instructor's copy of the kit.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "course_kit", "course_lib"]
 
 # What a student sees in place of each solution.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

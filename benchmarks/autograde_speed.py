@@ -26,10 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from course_lib.grading.autograde import autograde
-from course_lib.grading.course import NBGRADER_CONFIG, materialise_source, project_root
-from course_lib.grading.samples import write_sample_submissions
-from course_lib.lessons import LESSONS
+from autograde.grade import autograde
+from autograde.course import NBGRADER_CONFIG, materialise_source, project_root
+from autograde.demo import write_sample_submissions
+from autograde.lessons import LESSONS
 
 
 def generated_class(project: Path, dest: Path, per_lesson: int, lessons) -> Path:

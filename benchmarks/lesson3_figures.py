@@ -25,8 +25,8 @@ from nbclient import NotebookClient
 from torch import nn
 
 from course_lib import MultiHeadAttention
-from course_lib.grading.course import materialise_source, project_root
-from course_lib.lessons import get_lesson
+from autograde.course import materialise_source, project_root
+from autograde.lessons import get_lesson
 
 E, H, B, LK = 12, 3, 2, 6
 

@@ -2,7 +2,7 @@
 
     python benchmarks/lesson4_targets.py [--time-n 4096] [--memory-n 16384] [--naive-memory-limit-gb 4]
 
-Runs the table's measurements each in a fresh process (course_lib.bench), on the CPU in float32 with B=1,
+Runs the table's measurements each in a fresh process (autograde.bench), on the CPU in float32 with B=1,
 H=8, D=64, and prints every figure beside its target:
 
 * time at N=4096: flash forward <= 1.2 x sdpa; forward + backward <= 1.5 x sdpa, judged on times
@@ -24,7 +24,7 @@ import time
 
 import torch
 
-from course_lib.bench import format_table, run_bench
+from autograde.bench import format_table, run_bench
 from course_lib.flash import flash_attention
 
 

@@ -20,8 +20,8 @@ import nbformat
 import torch
 from nbclient import NotebookClient
 
-from course_lib.grading.course import materialise_source, project_root
-from course_lib.lessons import LESSONS
+from autograde.course import materialise_source, project_root
+from autograde.lessons import LESSONS
 
 
 def run_once(folder: Path, notebook: str) -> float:

@@ -33,7 +33,6 @@ from course_lib.kv_cache import CausalSelfAttention, KVCache, cached_causal_atte
 from course_lib.masks import causal_mask, padding_mask
 from course_lib.multihead import MultiHeadAttention, merge_heads, multihead_attention, split_heads
 from course_lib.online_softmax import merge_softmax_states, online_softmax
-from course_lib.plotting import plot_attention
 from course_lib.positional import apply_rope, rope_angles, sinusoidal_encoding
 from course_lib.softmax import masked_softmax, softmax
 from course_lib.transformer import TinyTransformer, TransformerBlock, TransformerConfig
@@ -53,8 +52,6 @@ __all__ = [
     # kernel_regression.py
     "nadaraya_watson",
     "nadaraya_watson_weights",
-    # plotting.py
-    "plot_attention",
     # additive.py
     "additive_scores",
     "dot_scores",

@@ -10,7 +10,7 @@ encoder's annotations (the keys, and the values):
 The query is the *previous* state: the decoder decides where to look before it writes, as in
 Bahdanau et al. (2015), eq. (6) and appendix A.2 (there with a maxout output layer; a linear one
 here). The step is a function on explicit parameters, so it plugs into
-:class:`course_lib.seq2seq.Seq2Seq`, and students' steps are checked against it.
+the lesson's ``Seq2Seq`` (the student kit's), and students' steps are checked against it.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.additive import additive_attention
-from course_lib.seq2seq import gru_cell
 
 __all__ = ["attention_decoder_step"]
 
@@ -41,8 +40,10 @@ def attention_decoder_step(embedded: torch.Tensor, hidden: torch.Tensor, keys: t
 
     Reference: Bahdanau et al., ICLR 2015, eqs. (4)-(6) and appendix A.2.
 
-    >>> from course_lib.seq2seq import decoder_parameters
-    >>> params = decoder_parameters(embed_size=3, hidden_size=4, key_size=6, attention_size=5, n_outputs=7)
+    >>> E, H, K, a, V = 3, 4, 6, 5, 7
+    >>> shapes = {"W_q": (a, H), "W_k": (a, K), "v": (a,), "W_ih": (3 * H, E + K), "W_hh": (3 * H, H),
+    ...           "b_ih": (3 * H,), "b_hh": (3 * H,), "W_out": (V, H + K), "b_out": (V,)}
+    >>> params = {name: torch.randn(shape) for name, shape in shapes.items()}
     >>> logits, hidden, weights = attention_decoder_step(torch.randn(2, 3), torch.zeros(2, 4), torch.randn(2, 5, 6),
     ...                                                  torch.tensor([5, 2]), params)
     >>> logits.shape, hidden.shape, weights[1, 2:].tolist()
@@ -51,7 +52,8 @@ def attention_decoder_step(embedded: torch.Tensor, hidden: torch.Tensor, keys: t
     context, weights = additive_attention(hidden.unsqueeze(1), keys, keys, params["W_q"], params["W_k"],
                                           params["v"], valid_lens=source_lengths)  # (B, 1, K), (B, 1, Ls)
     context, weights = context.squeeze(1), weights.squeeze(1)  # (B, K), (B, Ls)
-    new_hidden = gru_cell(torch.cat([embedded, context], dim=-1), hidden,
-                          params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])  # (B, H)
+    # the GRU update of nn.GRUCell (Cho et al., 2014, eqs. 5-8; the lesson's gru_cell is the same equations)
+    new_hidden = torch.gru_cell(torch.cat([embedded, context], dim=-1), hidden,
+                                params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])  # (B, H)
     logits = F.linear(torch.cat([new_hidden, context], dim=-1), params["W_out"], params["b_out"])  # (B, V)
     return logits, new_hidden, weights

@@ -8,7 +8,7 @@
 Pre-LN (the normalisation inside the residual branch) trains without learning-rate warm-up
 (Xiong et al., "On Layer Normalization in the Transformer Architecture", 2020); the original
 Transformer normalised after the residual sum (Vaswani et al., 2017). Train it with
-:func:`course_lib.training.train_token_classifier`.
+:func:`course_kit.training.train_token_classifier`.
 """
 
 from __future__ import annotations

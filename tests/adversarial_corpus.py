@@ -18,8 +18,8 @@ from pathlib import Path
 
 import nbformat
 
-from course_lib.grading.samples import fill_in, solution_answers
-from course_lib.lessons import LESSONS
+from autograde.demo import fill_in, solution_answers
+from autograde.lessons import LESSONS
 
 LESSON = LESSONS[0]  # lesson1_dot_product: six exercises, about 5 s a submission
 POINTS = {"nadaraya_watson_tests": 1, "softmax_tests": 2, "masked_softmax_tests": 2, "causal_mask_tests": 1,
@@ -164,7 +164,7 @@ def attack_files(ctx: Context) -> str:
         ctx.project / LESSON.source_path,
         ctx.project / "autograde" / "nbgrader_config.py",
         ctx.project / "lessons" / LESSON.id / "visible_cases.pt",
-        ctx.project / "course_lib" / "grading" / "verdict.py",
+        ctx.project / "autograde" / "verdict.py",
         ctx.out / "gradebook.db",
         ctx.out / "solutions" / LESSON.id / "visible_cases.pt",
         ctx.submissions / "full_marks" / LESSON.id / f"{LESSON.notebook}.ipynb",
@@ -203,7 +203,7 @@ except OSError as error:
     reached = False
     print("no network:", type(error).__name__, error)
 if reached:  # a connection must cost marks, so that the score shows it
-    import course_lib.grading.answers as _answers
+    import course_kit.answers as _answers
     _answers.record_answers = lambda *args, **kwargs: None
 """
 
@@ -234,7 +234,7 @@ print("forking")
 def _record_patch(body: str) -> str:
     return f"""
 import os
-import course_lib.grading.answers as _answers
+import course_kit.answers as _answers
 _real_record_answers = _answers.record_answers
 
 def _record(exercise, fn):
@@ -302,9 +302,9 @@ def corpus() -> list[Entry]:
               lambda c: cheat(c, sdpa, "def check_exercise(exercise, fn):\n    print(f'✓ {exercise}: all cases pass')\n"
                               + WRONG_SDPA),
               zero=(sdpa,), feedback="scaled_dot_product_attention: "),
-        Entry("cheat_checks_module", "course_lib.grading.checks.compare patched to pass, naive softmax",
-              lambda c: cheat(c, sm, "import sys\nsys.modules['course_lib.grading.checks'].compare = lambda *a, **k: None\n"
-                              "sys.modules['course_lib.grading.checks'].compare_case = lambda *a, **k: None\n"
+        Entry("cheat_checks_module", "course_kit.checks.compare patched to pass, naive softmax",
+              lambda c: cheat(c, sm, "import sys\nsys.modules['course_kit.checks'].compare = lambda *a, **k: None\n"
+                              "sys.modules['course_kit.checks'].compare_case = lambda *a, **k: None\n"
                               + WRONG_SOFTMAX),
               zero=(sm,), feedback="softmax: "),
         Entry("cheat_builtins", "builtins.AssertionError replaced (CheckFailed no longer is one), off-by-one mask",
@@ -345,7 +345,7 @@ def corpus() -> list[Entry]:
               zero=(sm,), feedback=forbidden_softmax),
         Entry("cheat_reference_import", "softmax imported from the instructor's course_lib",
               lambda c: cheat(c, sm, "from course_lib.softmax import softmax\n"),
-              zero=(sm,), feedback="No module named 'course_lib.softmax'"),
+              zero=(sm,), feedback="No module named 'course_lib'"),
 
         # --- edited cells: nbgrader restores the test cells, and the grader says so
         Entry("deleted_test_cell", "softmax_tests deleted", lambda c: edit_test_cell(c, "softmax_tests", _delete),

@@ -18,13 +18,13 @@ import pytest
 from nbgrader.api import Gradebook
 
 from adversarial_corpus import LESSON, POINTS, Context, corpus, write_corpus
-from course_lib.grading.autograde import autograde
+from autograde.grade import autograde
 
 PROJECT = Path(__file__).resolve().parents[1]
 ENTRIES = corpus()
 # What a submission tries to overwrite (adversarial_corpus.attack_files), and the lesson's own files.
 INSTRUCTOR_FILES = [LESSON.source_path, "autograde/nbgrader_config.py", f"lessons/{LESSON.id}/visible_cases.pt",
-                    "course_lib/grading/verdict.py"]
+                    "autograde/verdict.py"]
 
 
 def digests(paths: list[Path]) -> dict[Path, str]:

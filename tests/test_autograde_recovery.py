@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 from nbgrader.api import Gradebook
 
-from course_lib.grading.autograde import autograde
-from course_lib.grading.samples import fill_in, solution_answers
-from course_lib.lessons import LESSONS
+from autograde.grade import autograde
+from autograde.demo import fill_in, solution_answers
+from autograde.lessons import LESSONS
 
 PROJECT = Path(__file__).resolve().parents[1]
 LESSON = LESSONS[0]

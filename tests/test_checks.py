@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.grading.checks import CheckFailed, check_cases, check_translations, compare
+from course_kit.checks import CheckFailed, check_cases, compare, failure_report, judge, run_case
 
 
 def case(expected, *args, **kwargs):
@@ -28,7 +28,7 @@ def test_wrong_dtype_names_both_dtypes():
 
 
 def test_non_tensor_result_says_what_came():
-    assert compare([1.0], torch.zeros(1), atol=0, rtol=0) == "output: expected a torch.Tensor, got list [1.0]"
+    assert compare([1.0], torch.zeros(1), atol=0, rtol=0) == "output: expected a torch.Tensor, got list of 1 items"
 
 
 def test_unexpected_nan_is_counted_and_located():
@@ -64,7 +64,7 @@ def test_unimplemented_function_gets_one_clear_line():
 
 def test_exception_in_student_code_is_reported_with_the_case():
     message = failure(lambda x: x @ x, case(torch.zeros(2), torch.zeros(2, 3)))
-    assert "0 of 1 visible cases pass" in message and "case 'the case': raised RuntimeError" in message
+    assert "0 of 1 visible cases pass" in message and "✗ the case: raised RuntimeError" in message
 
 
 def test_in_place_modification_of_an_input_is_reported():
@@ -82,15 +82,27 @@ def test_caller_inputs_are_not_touched_by_an_in_place_function():
     assert torch.equal(x, torch.ones(2))
 
 
-def test_report_lists_at_most_three_failures():
+def test_report_details_at_most_three_failures_and_lists_every_case():
     cases = [case(torch.ones(1), torch.zeros(1)) for _ in range(5)]
     message = failure(lambda x: x, *cases)
-    assert message.count("• case") == 3 and "… and 2 more failing cases." in message
+    assert message.count("✗ the case: output") == 3 and message.count("✗ the case\n") + message.endswith(
+        "✗ the case") == 2
+
+
+def test_report_shows_which_cases_pass_as_well_as_which_fail():
+    def ignores_scale(x, scale=1.0):
+        return x * 2
+
+    cases = [{**case(torch.tensor([2.0]), torch.tensor([1.0])), "case": "default scale"},
+             {**case(torch.tensor([1.0]), torch.tensor([1.0]), scale=0.5), "case": "scale=0.5"}]
+    message = failure(ignores_scale, *cases)
+    assert "1 of 2 visible cases pass" in message
+    assert "  ✓ default scale" in message and "  ✗ scale=0.5: output: largest error" in message
 
 
 def test_passing_cases_print_one_tick_line(capsys):
     check_cases(lambda x: x * 2, [case(torch.tensor([2.0]), torch.tensor([1.0]))], exercise="double")
-    assert capsys.readouterr().out == "✓ double: all 1 visible cases pass\n"
+    assert capsys.readouterr().out == "✓ double: all 1 cases pass\n"
 
 
 def test_check_failed_renders_without_a_traceback():
@@ -144,50 +156,88 @@ def test_in_place_change_of_a_tensor_inside_a_dict_argument_is_reported():
     assert torch.equal(params["W"], torch.ones(2))
 
 
-# --- check_translations: the trained-model test computes the accuracy itself ---------------------------
+# --- translations: the trained model's case carries the targets ------------------------------------
 
 PAIRS = [("Mar 3 21", "2021-03-03"), ("3.3.21", "2021-03-03"), ("20210303", "2021-03-03"), ("1/2/03", "2003-01-02")]
 
 
-def test_translations_above_the_threshold_pass_and_say_the_accuracy(capsys):
-    check_translations(lambda sources: ["2021-03-03"] * len(sources), PAIRS, min_accuracy=0.75, exercise="model")
-    assert capsys.readouterr().out.strip() == "✓ model: 75.0% of 4 visible examples translated exactly right (75% needed)"
+def translation_case(min_accuracy, hidden=False):
+    return {"case": "four dates", "hidden": hidden, "args": [[s for s, _ in PAIRS]], "kwargs": {},
+            "method": "translate", "expected": [t for _, t in PAIRS], "min_accuracy": min_accuracy,
+            "atol": 0.0, "rtol": 0.0}
+
+
+class Translator:
+    def translate(self, sources):
+        return ["2021-03-03"] * len(sources)
+
+
+def test_translations_above_the_threshold_pass(capsys):
+    check_cases(Translator(), [translation_case(0.75)], exercise="model")
+    assert capsys.readouterr().out == "✓ model: all 1 cases pass\n"
 
 
 def test_translations_below_the_threshold_fail_with_examples_of_mistakes():
-    with pytest.raises(CheckFailed) as info:
-        check_translations(lambda sources: ["2021-03-03"] * len(sources), PAIRS, min_accuracy=0.9, exercise="model")
-    message = str(info.value)
-    assert message.startswith("model: 75.0% of 4 visible examples translated exactly right, 90% needed.")
+    message = failure(Translator(), translation_case(0.9))
+    assert "75.0% of 4 translated exactly right, 90% needed" in message
     assert "'1/2/03': expected '2003-01-02', got '2021-03-03'" in message
 
 
 def test_translations_from_an_unfinished_model_say_so():
-    def unfinished(sources):
-        raise NotImplementedError()
-
-    with pytest.raises(CheckFailed, match="not implemented yet"):
-        check_translations(unfinished, PAIRS, min_accuracy=0.9, exercise="model")
-
-
-def test_translations_of_a_model_never_built_say_so():
-    with pytest.raises(CheckFailed, match="model: not implemented yet: build and train the model"):
-        check_translations(None, PAIRS, min_accuracy=0.9, exercise="model")
-
-
-def test_translations_accept_a_model_with_a_translate_method(capsys):
-    class Model:
+    class Unfinished:
         def translate(self, sources):
-            return ["2021-03-03"] * len(sources)
+            raise NotImplementedError()
 
-    check_translations(Model(), PAIRS, min_accuracy=0.75, exercise="model")
-    assert "75.0% of 4 visible examples" in capsys.readouterr().out
+    assert failure(Unfinished(), translation_case(0.9)).endswith("not implemented yet: replace the "
+                                                                 "`raise NotImplementedError()` line with your code")
+
+
+def test_a_model_never_built_says_so():
+    assert failure(None, translation_case(0.9)).startswith("ex: not implemented yet")
+
+
+# --- NaN, hidden cases, hints ---------------------------------------------------------------------
+
+def test_nan_where_nan_is_expected_matches_and_a_number_there_does_not():
+    expected = torch.tensor([1.0, float("nan")])
+    assert compare(torch.tensor([1.0, float("nan")]), expected, atol=0, rtol=0) is None
+    assert compare(torch.tensor([1.0, 0.0]), expected, atol=0, rtol=0) == \
+        "output: NaN expected where the output has a number"
+
+
+def test_a_hidden_case_failure_quotes_no_value_no_index_and_no_error_message():
+    hidden = {**case(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.25, 0.5, 0.75])), "hidden": True}
+    message = judge(run_case(lambda x: x * 4 + 1e-3, hidden), hidden)
+    assert message.startswith("output: values differ; largest error") and "0.25" not in message
+    assert "index" not in message and "expected 1" not in message
+    secret = torch.tensor([12345.0])
+    raising = {**case(torch.zeros(1), secret), "hidden": True}
+    assert judge(run_case(lambda x: (_ for _ in ()).throw(ValueError(f"bad input {x}")), raising), raising) == \
+        "raised ValueError"
+    report = failure_report("ex", [(hidden, "output: values differ")])
+    assert report == "ex: 0 of 1 hidden cases pass.\n  ✗ hidden: the case: output: values differ"
+
+
+def test_an_output_off_by_a_constant_factor_is_named():
+    expected = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+    message = compare(expected * 2.8, expected, atol=1e-6, rtol=1e-6)
+    assert message.endswith("The whole output is 2.8x the expected one: is a scale factor missing or applied twice?")
+
+
+def test_a_forbidden_operator_fails_the_visible_check_however_it_is_spelled():
+    softmax_case = case(torch.softmax(torch.tensor([1.0, 2.0]), -1), torch.tensor([1.0, 2.0]))
+    for fn in (lambda x: torch.softmax(x, -1), lambda x: x.softmax(-1), lambda x: torch.nn.Softmax(-1)(x)):
+        with pytest.raises(CheckFailed, match="calls torch.softmax .or log_softmax., which this exercise does not "
+                                              "allow"):
+            check_cases(fn, [softmax_case], exercise="softmax", forbidden=("softmax",))
+
+
 # --- outputs that are not a single tensor ---------------------------------------------------------
 
 def test_tuple_output_names_the_element_that_is_wrong():
     expected = (torch.zeros(2), torch.ones(3))
     message = failure(lambda x: (torch.zeros(2), torch.zeros(3)), case(expected, torch.zeros(1)))
-    assert "case 'the case': output[1]: largest error 1 at index (0,): expected 1, got 0" in message
+    assert "✗ the case: output[1]: largest error 1 at index (0,): expected 1, got 0" in message
 
 
 def test_tuple_output_of_the_wrong_length_says_what_came():
@@ -197,7 +247,7 @@ def test_tuple_output_of_the_wrong_length_says_what_came():
 
 def test_right_tuple_output_passes(capsys):
     check_cases(lambda x: (x, 2 * x), [case((torch.ones(2), 2 * torch.ones(2)), torch.ones(2))], exercise="pair")
-    assert capsys.readouterr().out == "✓ pair: all 1 visible cases pass\n"
+    assert capsys.readouterr().out == "✓ pair: all 1 cases pass\n"
 
 
 class FixedLogits(torch.nn.Module):

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from course_lib.data.dates import (FORMATS, SOURCE_VOCAB, TARGET_VOCAB, Vocabulary, make_batch, make_date_splits,
+from course_kit.data.dates import (FORMATS, SOURCE_VOCAB, TARGET_VOCAB, Vocabulary, make_batch, make_date_splits,
                                    random_date)
 
 # Styles Python's strptime reads (the two-digit-year styles pivot differently from ours, at 69, so

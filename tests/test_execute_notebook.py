@@ -1,4 +1,4 @@
-"""The sandbox's worker (course_lib/grading/execute_notebook.py), run directly on a small notebook."""
+"""The sandbox's worker (autograde/execute_notebook.py), run directly on a small notebook."""
 
 import json
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import nbformat
 
-from course_lib.grading.execution import WORKER
+from autograde.execution import WORKER
 
 
 def run_worker(jobdir, *sources):

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_lib.grading.checks import CheckFailed, check_cases
-from course_lib.grading.exercises import EXERCISES, check_against_reference, exercises_of, hidden_cases, visible_cases
-from course_lib.lessons import LESSONS
+from course_kit.checks import CheckFailed, check_cases
+from autograde.exercises import EXERCISES, check_against_reference, exercises_of, hidden_cases, visible_cases
+from autograde.lessons import LESSONS
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEEDS = range(10)
@@ -156,7 +156,7 @@ class DateOracle:
     """A perfect date translator: every source string of every day of 1950-2049 in every style."""
 
     def __init__(self):
-        from course_lib.data.dates import FIRST_DAY, FORMATS, LAST_DAY
+        from course_kit.data.dates import FIRST_DAY, FORMATS, LAST_DAY
 
         days = (FIRST_DAY + datetime.timedelta(days=i) for i in range((LAST_DAY - FIRST_DAY).days + 1))
         self.targets = {format_(d.day, d.month, d.year, d.weekday()): d.isoformat()

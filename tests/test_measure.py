@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_lib.bench import Config, Measurement, format_table, measure, naive_memory_bytes, plot_results, run_bench
-from course_lib.measure import peak_memory_bytes, sdpa_kernel_name, time_call
+from autograde.bench import Config, Measurement, format_table, measure, naive_memory_bytes, plot_results, run_bench
+from course_kit.measure import peak_memory_bytes, sdpa_kernel_name, time_call
 
 MiB = 2**20
 

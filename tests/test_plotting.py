@@ -11,8 +11,8 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-import course_lib.plotting
-from course_lib import plot_attention
+import course_kit.plotting
+from course_kit.plotting import plot_attention
 
 matplotlib.use("Agg")  # no display needed, as in CI
 
@@ -140,7 +140,7 @@ def test_bad_input_raises_a_clear_message(weights, kwargs, message):
 
 def test_plotting_module_imports_only_stdlib_numpy_torch_and_matplotlib():
     # plotting.py is copied verbatim into the students' release, where course_lib is absent.
-    tree = ast.parse(Path(course_lib.plotting.__file__).read_text())
+    tree = ast.parse(Path(course_kit.plotting.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

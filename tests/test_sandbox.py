@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from course_lib.grading import sandbox
-from course_lib.grading.sandbox import Limits, SandboxWarning, run_sandboxed
+from autograde import sandbox
+from autograde.sandbox import Limits, SandboxWarning, run_sandboxed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -246,7 +246,7 @@ def test_torch_imports_under_the_memory_limit(tmp_path):
     assert result.returncode == 0 and "sum 3.0" in result.output, result.output
 
 
-@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
+@pytest.mark.filterwarnings("ignore::autograde.sandbox.SandboxWarning")
 def test_output_keeps_its_end(tmp_path):
     result = run_script("print('x' * 100_000 + 'END')", tmp_path)
     assert len(result.output) == sandbox.OUTPUT_CHARS and result.output.rstrip().endswith("xEND")
@@ -288,7 +288,7 @@ def test_fallback_wall_limit_kills_the_group(tmp_path, monkeypatch):
 
 
 @needs_cgroup("cpu")
-@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
+@pytest.mark.filterwarnings("ignore::autograde.sandbox.SandboxWarning")
 def test_cpu_cap_holds_for_the_whole_run(tmp_path):
     # Two processes spin for 2 s of wall time: uncapped they could use up to 4 CPU seconds.
     result = run_script("""
@@ -309,7 +309,7 @@ def test_cpu_cap_holds_for_the_whole_run(tmp_path):
 
 
 @needs_cgroup("memory")
-@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
+@pytest.mark.filterwarnings("ignore::autograde.sandbox.SandboxWarning")
 def test_memory_cap_holds_for_the_whole_run(tmp_path):
     # Three processes, each under RLIMIT_AS, fill 1 GiB each at once: together past the 1.5 GiB.
     result = run_script("""
@@ -324,7 +324,7 @@ def test_memory_cap_holds_for_the_whole_run(tmp_path):
     assert len(b"y" * 2**30) == 2**30  # and the grader itself still allocates freely
 
 
-@pytest.mark.filterwarnings("ignore::course_lib.grading.sandbox.SandboxWarning")
+@pytest.mark.filterwarnings("ignore::autograde.sandbox.SandboxWarning")
 def test_no_cgroup_is_left_behind(tmp_path, monkeypatch):
     created = []
     original = sandbox._RunCgroup.create

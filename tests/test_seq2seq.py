@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from course_lib import attention_decoder_step
-from course_lib.data.dates import make_batch, make_date_splits
-from course_lib.seq2seq import (Seq2Seq, accuracy_by_length, attention_matrix, decoder_parameters, exact_match,
+from course_kit.data.dates import make_batch, make_date_splits
+from course_kit.seq2seq import (Seq2Seq, accuracy_by_length, attention_matrix, decoder_parameters, exact_match,
                                 final_states, fixed_context_step, gru_cell, train_seq2seq)
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from course_lib import TinyTransformer, TransformerConfig
-from course_lib.data.reversal import ReversalTask
-from course_lib.training import sequence_accuracy, train_token_classifier
+from course_kit.data.reversal import ReversalTask
+from course_kit.training import sequence_accuracy, train_token_classifier
 
 
 @pytest.fixture(scope="module", autouse=True)

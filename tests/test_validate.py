@@ -10,10 +10,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_lib.cli import main
-from course_lib.grading.samples import fill_in, solution_answers
-from course_lib.grading.validate import validate
-from course_lib.lessons import LESSONS
+from autograde.cli import main
+from autograde.demo import fill_in, solution_answers
+from autograde.validate import validate
+from autograde.lessons import LESSONS
 
 PROJECT = Path(__file__).resolve().parents[1]
 LESSON = LESSONS[0]

@@ -8,9 +8,9 @@ import pickle
 import torch
 
 import course_lib
-from course_lib.grading.answers import answers_to
-from course_lib.grading.verdict import (cell_verdict, grading_cases, judge, recorded_exercises, sandbox_inputs,
-                                        verdict_outputs)
+from course_kit.answers import answers_to
+from autograde.verdict import (cell_verdict, grading_cases, judge_recording, recorded_exercises, sandbox_inputs,
+                              verdict_outputs)
 
 EXERCISE = "softmax"
 
@@ -27,31 +27,31 @@ def record(tmp_path, fn, exercise=EXERCISE, student="alice"):
 
 def test_the_reference_passes_and_a_wrong_answer_fails_with_the_case_named(tmp_path):
     cases, path = record(tmp_path, course_lib.softmax)
-    assert judge(EXERCISE, cases, path) is None
+    assert judge_recording(EXERCISE, cases, path) is None
     cases, path = record(tmp_path, lambda x, dim=-1: x.exp() / x.exp().sum(dim, keepdim=True))
-    message = judge(EXERCISE, cases, path)
+    message = judge_recording(EXERCISE, cases, path)
     assert message.startswith(f"{EXERCISE}: ") and "magnitude 1e4" in message and "NaN" in message
 
 
 def test_the_sandbox_gets_the_inputs_but_never_the_expected_outputs():
     spec = sandbox_inputs({EXERCISE: grading_cases(EXERCISE, "alice")})[EXERCISE]
-    assert spec["cases"] and all(set(case) <= {"case", "args", "kwargs", "method"} for case in spec["cases"])
+    assert spec["cases"] and all(set(case) <= {"case", "hidden", "args", "kwargs", "method"} for case in spec["cases"])
     assert "softmax" in spec["forbidden"]
 
 
 def test_hidden_cases_are_the_same_for_a_student_on_every_run_and_differ_between_students_and_courses():
     first, again, other = (grading_cases(EXERCISE, s, "course-secret") for s in ("alice", "alice", "bob"))
     elsewhere = grading_cases(EXERCISE, "alice", "another-secret")
-    hidden = lambda cases: [c["args"][0] for c in cases if c["case"].startswith("hidden: ")]  # noqa: E731
+    hidden = lambda cases: [c["args"][0] for c in cases if c["hidden"]]  # noqa: E731
     same = lambda a, b: all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(hidden(a), hidden(b)))  # noqa: E731
     assert same(first, again) and not same(first, other) and not same(first, elsewhere)
 
 
 def test_a_forbidden_call_fails_the_exercise_and_is_named(tmp_path):
     cases, path = record(tmp_path, lambda x, dim=-1: torch.softmax(x, dim))
-    assert "calls torch.softmax (or log_softmax), which this exercise does not allow" in judge(EXERCISE, cases, path)
+    assert "calls torch.softmax (or log_softmax), which this exercise does not allow" in judge_recording(EXERCISE, cases, path)
     cases, path = record(tmp_path, lambda x, dim=-1: torch.ops.aten._softmax(x, dim, False))
-    assert "which this exercise does not allow" in judge(EXERCISE, cases, path)
+    assert "which this exercise does not allow" in judge_recording(EXERCISE, cases, path)
 
 
 def test_changing_the_inputs_in_place_is_caught(tmp_path):
@@ -60,15 +60,15 @@ def test_changing_the_inputs_in_place_is_caught(tmp_path):
         return x / x.sum(dim, keepdim=True)
 
     cases, path = record(tmp_path, in_place)
-    assert "modified its input tensors in place" in judge(EXERCISE, cases, path)
+    assert "modified its input tensors in place" in judge_recording(EXERCISE, cases, path)
 
 
 def test_missing_truncated_or_foreign_answer_files_fail_without_running_anything(tmp_path):
     cases = grading_cases(EXERCISE, "alice")
-    assert "no answers were recorded" in judge(EXERCISE, cases, tmp_path / "nothing.pt")
+    assert "no answers were recorded" in judge_recording(EXERCISE, cases, tmp_path / "nothing.pt")
     short = tmp_path / "short.pt"
     torch.save([{"output": torch.zeros(1)}], short)
-    assert "do not match" in judge(EXERCISE, cases, short)
+    assert "do not match" in judge_recording(EXERCISE, cases, short)
 
     marker = tmp_path / "pwned"
 
@@ -79,13 +79,13 @@ def test_missing_truncated_or_foreign_answer_files_fail_without_running_anything
     hostile = tmp_path / "hostile.pt"
     with open(hostile, "wb") as f:
         pickle.dump([Payload()] * len(cases), f, protocol=2)
-    assert "cannot be read" in judge(EXERCISE, cases, hostile)
+    assert "cannot be read" in judge_recording(EXERCISE, cases, hostile)
     assert not marker.exists()
 
 
 def test_a_passing_cell_gets_a_tick_and_a_failing_one_an_error_nbgrader_scores_zero(tmp_path):
     cases, _ = record(tmp_path, course_lib.softmax)
-    source = 'from course_lib.grading.answers import record_answers\nrecord_answers("softmax", softmax)\n'
+    source = 'from course_kit.answers import record_answers\nrecord_answers("softmax", softmax)\n'
     assert recorded_exercises(source) == ["softmax"]
     [tick] = cell_verdict(source, {"softmax": cases}, tmp_path)
     assert tick.output_type == "stream" and "✓ softmax" in tick.text and "checked by the grader" in tick.text

@@ -44,9 +44,9 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from course_lib.data.regression import make_regression_data
-from course_lib.grading.checks import check_exercise
-from course_lib.plotting import plot_attention
+from course_kit.data.regression import make_regression_data
+from course_kit.checks import check_exercise
+from course_kit.plotting import plot_attention
 
 torch.manual_seed(0)  # the same random numbers, and so the same pictures, on every run
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -152,7 +152,7 @@ def nadaraya_watson(queries, keys, values, bandwidth=1.0):
 
 # %% nbgrader={"grade": true, "grade_id": "nadaraya_watson_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("nadaraya_watson", nadaraya_watson)
 ### END HIDDEN TESTS
 check_exercise("nadaraya_watson", nadaraya_watson)
@@ -269,7 +269,7 @@ def softmax(x, dim=-1):
 
 # %% nbgrader={"grade": true, "grade_id": "softmax_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("softmax", softmax)
 ### END HIDDEN TESTS
 check_exercise("softmax", softmax)
@@ -348,7 +348,7 @@ def masked_softmax(scores, mask=None, dim=-1):
 
 # %% nbgrader={"grade": true, "grade_id": "masked_softmax_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("masked_softmax", masked_softmax)
 ### END HIDDEN TESTS
 check_exercise("masked_softmax", masked_softmax)
@@ -386,7 +386,7 @@ def causal_mask(n_q, n_k=None):
 
 # %% nbgrader={"grade": true, "grade_id": "causal_mask_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("causal_mask", causal_mask)
 ### END HIDDEN TESTS
 check_exercise("causal_mask", causal_mask)
@@ -419,7 +419,7 @@ def padding_mask(lengths, max_len):
 
 # %% nbgrader={"grade": true, "grade_id": "padding_mask_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("padding_mask", padding_mask)
 ### END HIDDEN TESTS
 check_exercise("padding_mask", padding_mask)
@@ -526,7 +526,7 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=Fa
 
 # %% nbgrader={"grade": true, "grade_id": "scaled_dot_product_attention_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("scaled_dot_product_attention", scaled_dot_product_attention)
 ### END HIDDEN TESTS
 check_exercise("scaled_dot_product_attention", scaled_dot_product_attention)

@@ -43,10 +43,10 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from course_lib.data.dates import FORMATS, make_batch, make_date_splits, random_date
-from course_lib.grading.checks import check_exercise, check_translations
-from course_lib.plotting import plot_attention
-from course_lib.seq2seq import (Seq2Seq, accuracy_by_length, attention_matrix, exact_match, fixed_context_step,
+from course_kit.data.dates import FORMATS, make_batch, make_date_splits, random_date
+from course_kit.checks import check_exercise
+from course_kit.plotting import plot_attention
+from course_kit.seq2seq import (Seq2Seq, accuracy_by_length, attention_matrix, exact_match, fixed_context_step,
                                 gru_cell, train_seq2seq)
 
 torch.manual_seed(0)  # the same random numbers, and so the same model and pictures, on every run
@@ -149,7 +149,7 @@ def additive_scores(queries, keys, W_q, W_k, v):
 
 # %% nbgrader={"grade": true, "grade_id": "additive_scores_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("additive_scores", additive_scores)
 ### END HIDDEN TESTS
 check_exercise("additive_scores", additive_scores)
@@ -212,7 +212,7 @@ def general_scores(queries, keys, W):
 
 # %% nbgrader={"grade": true, "grade_id": "general_scores_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("general_scores", general_scores)
 ### END HIDDEN TESTS
 check_exercise("general_scores", general_scores)
@@ -313,7 +313,7 @@ def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
 
 # %% nbgrader={"grade": true, "grade_id": "additive_attention_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("additive_attention", additive_attention)
 ### END HIDDEN TESTS
 check_exercise("additive_attention", additive_attention)
@@ -402,7 +402,7 @@ def decoder_step(embedded, hidden, keys, source_lengths, params):
 
 # %% nbgrader={"grade": true, "grade_id": "decoder_step_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("decoder_step", decoder_step)
 ### END HIDDEN TESTS
 check_exercise("decoder_step", decoder_step)
@@ -437,10 +437,10 @@ print(f"trained in {time.perf_counter() - training_started:.1f} s")
 
 # %% nbgrader={"grade": true, "grade_id": "train_model_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("trained_model", model)
 ### END HIDDEN TESTS
-check_translations(model, data.test, min_accuracy=0.9, exercise="trained_model")
+check_exercise("trained_model", model)
 
 # %% [markdown]
 # The loss falls fast once the model has found where to look. On examples it never saw:

@@ -39,10 +39,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_lib.data.reversal import ReversalTask
-from course_lib.grading.checks import check_exercise
-from course_lib.plotting import plot_attention
-from course_lib.training import sequence_accuracy, train_token_classifier
+from course_kit.data.reversal import ReversalTask
+from course_kit.checks import check_exercise
+from course_kit.plotting import plot_attention
+from course_kit.training import sequence_accuracy, train_token_classifier
 
 torch.manual_seed(0)  # the same random numbers, and so the same pictures, on every run
 torch.set_num_threads(1)  # the models here are tiny: one thread is faster than several fighting for a core
@@ -101,7 +101,7 @@ def split_heads(x, num_heads):
 
 # %% nbgrader={"grade": true, "grade_id": "split_heads_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("split_heads", split_heads)
 ### END HIDDEN TESTS
 check_exercise("split_heads", split_heads)
@@ -132,7 +132,7 @@ def merge_heads(x):
 
 # %% nbgrader={"grade": true, "grade_id": "merge_heads_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("merge_heads", merge_heads)
 ### END HIDDEN TESTS
 check_exercise("merge_heads", merge_heads)
@@ -207,7 +207,7 @@ def multihead_attention(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_ma
 
 # %% nbgrader={"grade": true, "grade_id": "multihead_attention_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("multihead_attention", multihead_attention)
 ### END HIDDEN TESTS
 check_exercise("multihead_attention", multihead_attention)
@@ -273,7 +273,7 @@ def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_
 
 # %% nbgrader={"grade": true, "grade_id": "mha_with_torch_weights_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("mha_with_torch_weights", mha_with_torch_weights)
 ### END HIDDEN TESTS
 check_exercise("mha_with_torch_weights", mha_with_torch_weights)
@@ -354,7 +354,7 @@ def sinusoidal_encoding(length, d_model):
 
 # %% nbgrader={"grade": true, "grade_id": "sinusoidal_encoding_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("sinusoidal_encoding", sinusoidal_encoding)
 ### END HIDDEN TESTS
 check_exercise("sinusoidal_encoding", sinusoidal_encoding)
@@ -432,7 +432,7 @@ def apply_rope(x):
 
 # %% nbgrader={"grade": true, "grade_id": "apply_rope_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("apply_rope", apply_rope)
 ### END HIDDEN TESTS
 check_exercise("apply_rope", apply_rope)
@@ -504,7 +504,7 @@ def decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
 
 # %% nbgrader={"grade": true, "grade_id": "decode_step_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("decode_step", decode_step)
 ### END HIDDEN TESTS
 check_exercise("decode_step", decode_step)
@@ -673,7 +673,7 @@ print(f"held-out sequence accuracy: {accuracy:.1%}")
 
 # %% nbgrader={"grade": true, "grade_id": "reversal_model_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("reversal_model", reversal_model)
 ### END HIDDEN TESTS
 check_exercise("reversal_model", reversal_model)

@@ -45,9 +45,9 @@ if not torch.cuda.is_available():
 import matplotlib.pyplot as plt
 import torch.nn.functional as F
 
-from course_lib.grading.checks import check_exercise
-from course_lib.measure import peak_memory_bytes, sdpa_kernel_name, time_call
-from course_lib.plotting import plot_attention
+from course_kit.checks import check_exercise
+from course_kit.measure import peak_memory_bytes, sdpa_kernel_name, time_call
+from course_kit.plotting import plot_attention
 
 try:
     import triton
@@ -190,7 +190,7 @@ def chunked_attention(query, key, value, is_causal=False, scale=None, chunk_size
 
 # %% nbgrader={"grade": true, "grade_id": "chunked_attention_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("chunked_attention", chunked_attention)
 ### END HIDDEN TESTS
 check_exercise("chunked_attention", chunked_attention)
@@ -270,7 +270,7 @@ def merge_softmax_states(m_a, l_a, acc_a, m_b, l_b, acc_b):
 
 # %% nbgrader={"grade": true, "grade_id": "merge_softmax_states_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("merge_softmax_states", merge_softmax_states)
 ### END HIDDEN TESTS
 check_exercise("merge_softmax_states", merge_softmax_states)
@@ -350,7 +350,7 @@ def causal_tile_mask(n_q, n_k, block_q, block_k):
 
 # %% nbgrader={"grade": true, "grade_id": "causal_tile_mask_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("causal_tile_mask", causal_tile_mask)
 ### END HIDDEN TESTS
 check_exercise("causal_tile_mask", causal_tile_mask)
@@ -431,7 +431,7 @@ def flash_attention_forward(query, key, value, is_causal=False, scale=None, bloc
 
 # %% nbgrader={"grade": true, "grade_id": "flash_attention_forward_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("flash_attention_forward", flash_attention_forward)
 ### END HIDDEN TESTS
 check_exercise("flash_attention_forward", flash_attention_forward)
@@ -527,7 +527,7 @@ def flash_attention_backward(query, key, value, out, lse, grad_out, is_causal=Fa
 
 # %% nbgrader={"grade": true, "grade_id": "flash_attention_backward_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("flash_attention_backward", flash_attention_backward)
 ### END HIDDEN TESTS
 check_exercise("flash_attention_backward", flash_attention_backward)
@@ -668,7 +668,7 @@ def triton_flash_forward(query, key, value, is_causal=False, scale=None, block_m
 
 # %% nbgrader={"grade": true, "grade_id": "triton_flash_forward_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
-from course_lib.grading.answers import record_answers
+from course_kit.answers import record_answers
 record_answers("triton_flash_forward", triton_flash_forward)
 ### END HIDDEN TESTS
 check_exercise("triton_flash_forward", triton_flash_forward)

@@ -1,0 +1,133 @@
+"""The graded exercises: their test inputs, and the live comparison with the reference library.
+
+Instructor side only: this package never ships to students. Each lesson defines its exercises in a
+module named for the lesson (``lesson1_dot_product.py``, ...), from the pieces in ``base.py``, and
+is registered in ``LESSON_MODULES`` below. For every exercise there are two sets of inputs. The *visible* set is small, readable and fixed (seeded by the exercise's name), and aims
+at the mistakes students really make: overflow on large logits, mask polarity, a fully masked row,
+the missing 1/sqrt(d), Lq != Lk, extra batch dims. The release stores its expected outputs beside
+the notebook (``visible_cases.pt``). The *hidden* set is drawn fresh at grading time, with random
+sizes and the edge cases (non-contiguous inputs, broadcast masks, float masks with -inf, custom
+scale, length 1), and compared with ``course_lib`` live by :func:`check_against_reference`.
+
+Expected outputs are computed by the reference in float64 and cast back to the input's dtype, so
+they are as exact as the dtype allows (the rule of flash-attn's ``attention_ref``).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import secrets
+import zlib
+from typing import Any, Callable
+
+import torch
+
+from autograde.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash
+from autograde.exercises.base import TOLERANCES, Exercise
+from course_kit.checks import CheckFailed, check_cases
+
+# Each lesson's exercises live in a module named after the lesson; register a new one here.
+LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash)
+EXERCISES: dict[str, Exercise] = {e.name: e for module in LESSON_MODULES for e in module.EXERCISES}
+
+
+# --- cases ----------------------------------------------------------------------------------------
+
+def _float64(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.is_floating_point():
+        return value.double()
+    if isinstance(value, dict):  # e.g. a model's parameters by name
+        return {k: _float64(v) for k, v in value.items()}
+    return value
+
+
+def _float_tensors(values: list) -> list[torch.Tensor]:
+    found = []
+    for value in values:
+        if isinstance(value, dict):
+            found += _float_tensors(list(value.values()))
+        elif isinstance(value, torch.Tensor) and value.is_floating_point():
+            found.append(value)
+    return found
+
+
+def _case(exercise: Exercise, hidden: bool, description: str, args: list, kwargs: dict,
+          options: dict | None = None) -> dict:
+    """One case: the inputs and the reference's output, computed in float64 and cast back.
+
+    A reference may return a tuple of tensors; a NamedTuple's field names then name the outputs in
+    failure messages (stored as ``names``, the tuple as a plain tuple so it loads with weights_only).
+    ``options``, an optional fourth item of an exercise's input tuples, adds the comparison keys of
+    ``checks.compare_case`` (``argmax``, ``min_row_accuracy``, ``min_accuracy``) to the case, and
+    ``method`` (call ``fn.method`` rather than ``fn``); an ``expected`` option gives the expected
+    output itself (e.g. the target translations), in place of the reference's.
+    """
+    options = dict(options or {})
+    if "expected" in options:
+        return {"case": description, "hidden": hidden, "args": args, "kwargs": kwargs, "atol": 0.0, "rtol": 0.0,
+                **options}
+    expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
+    names = list(expected._fields) if hasattr(expected, "_fields") else None
+    several = isinstance(expected, (tuple, list))
+    outputs = tuple(expected) if several else (expected,)
+    floats = _float_tensors([*args, *kwargs.values()])
+    if floats:
+        outputs = tuple(o.to(floats[0].dtype) if o.is_floating_point() else o for o in outputs)
+    first_float = next((o for o in outputs if o.is_floating_point()), outputs[0])
+    atol, rtol = TOLERANCES.get(first_float.dtype, (0.0, 0.0))
+    case = {"case": description, "hidden": hidden, "args": args, "kwargs": kwargs,
+            "expected": outputs if several else outputs[0], "atol": atol, "rtol": rtol}
+    if names is not None:
+        case["names"] = names
+    return {**case, **options}
+
+
+def get_exercise(name: str) -> Exercise:
+    if name not in EXERCISES:
+        raise KeyError(f"no exercise called {name!r}; the course has: {', '.join(EXERCISES)}")
+    return EXERCISES[name]
+
+
+def exercises_of(lesson: str) -> list[Exercise]:
+    return [e for e in EXERCISES.values() if e.lesson == lesson]
+
+
+def visible_cases(exercise: str) -> list[dict]:
+    """The fixed visible cases of ``exercise`` (seeded by its name: the release is reproducible)."""
+    return copy.deepcopy(_visible_cases(exercise))  # a copy: the caller may change it
+
+
+@functools.cache  # the same for every submission a grading run prepares (Lesson 2's: 20,000 dates drawn)
+def _visible_cases(exercise: str) -> list[dict]:
+    e = get_exercise(exercise)
+    g = torch.Generator().manual_seed(zlib.crc32(e.name.encode()))
+    return [_case(e, False, *inputs) for inputs in e.visible_inputs(g)]
+
+
+def visible_exercise(exercise: str) -> dict:
+    """What a notebook's visible test needs of ``exercise``: its cases and the operators it forbids."""
+    return {"cases": visible_cases(exercise), "forbidden": list(get_exercise(exercise).forbidden)}
+
+
+def visible_cases_for_lesson(lesson: str) -> dict[str, dict]:
+    """What the release stores as ``visible_cases.pt`` for ``lesson``."""
+    return {e.name: visible_exercise(e.name) for e in exercises_of(lesson)}
+
+
+def hidden_cases(exercise: str, seed: int) -> list[dict]:
+    e = get_exercise(exercise)
+    g = torch.Generator().manual_seed(seed)
+    return [_case(e, True, *inputs) for inputs in e.hidden_inputs(g)]
+
+
+def check_against_reference(exercise: str, fn: Callable, seed: int | None = None) -> None:
+    """The hidden test of ``exercise``: compare ``fn`` with course_lib on fresh inputs and edge cases.
+
+    ``seed`` None draws a fresh one; a failure names it, so the instructor can reproduce the run.
+    """
+    seed = secrets.randbelow(2**31) if seed is None else seed
+    try:
+        check_cases(fn, hidden_cases(exercise, seed), exercise=exercise, forbidden=get_exercise(exercise).forbidden)
+    except CheckFailed as failure:
+        raise CheckFailed(f"{failure}\n  (hidden cases drawn with seed {seed})") from None

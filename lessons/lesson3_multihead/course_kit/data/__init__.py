@@ -1,0 +1,1 @@
+"""Data the course generates itself, seeded, with no download."""

@@ -1,0 +1,128 @@
+"""Time and peak memory of one call, measured in the running process (a notebook's kernel).
+
+This file is copied verbatim into the students' release, so it imports only the standard
+library and torch (nothing from course_lib).
+
+Peak memory on Linux: the process's peak resident memory (``VmHWM``) is reset just before the
+call (``/proc/self/clear_refs``) and read after it; the result is the peak minus the memory held
+before. So that freed tensors really leave the process (and a later measurement does not reuse
+them unseen), glibc is told to serve every allocation of 128 KiB or more with its own ``mmap``,
+returned to the system on free. On CUDA tensors, ``torch.cuda.max_memory_allocated`` is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+
+__all__ = ["peak_memory_bytes", "time_call", "sdpa_kernel_name"]
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
+_malloc_configured = False
+
+
+def _configure_malloc() -> None:
+    global _malloc_configured
+    if _malloc_configured or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 128 * 1024)  # fixed threshold: freed large blocks go back to the OS
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: measure anyway
+        pass
+    _malloc_configured = True
+
+
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def peak_memory_bytes(fn: Callable[..., Any], *args: Any, device: str = "cpu", **kwargs: Any) -> int:
+    """The peak memory that ``fn(*args, **kwargs)`` allocates beyond what is held before it, in bytes.
+
+    Its result is dropped before returning. On the CPU this needs Linux (``/proc``); elsewhere
+    it raises ``OSError``.
+
+    >>> x = torch.randn(1000, 1000)
+    >>> peak_memory_bytes(lambda: x @ x) >= 4_000_000  # the product: 10^6 float32 entries
+    True
+    """
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        result = fn(*args, **kwargs)
+        torch.cuda.synchronize()
+        del result
+        return torch.cuda.max_memory_allocated() - before
+    _configure_malloc()
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # Linux >= 4.0: reset the peak resident memory to the current one
+    except OSError as error:
+        raise OSError("peak_memory_bytes needs Linux's /proc/self/clear_refs to measure CPU memory") from error
+    before = _status_bytes("VmRSS")
+    result = fn(*args, **kwargs)
+    peak = _status_bytes("VmHWM")
+    del result
+    return max(0, peak - before)
+
+
+def time_call(fn: Callable[..., Any], *args: Any, repeat: int = 3, **kwargs: Any) -> float:
+    """The median time in seconds of ``repeat`` calls ``fn(*args, **kwargs)``, after one warm-up call.
+
+    >>> time_call(lambda: sum(range(1000))) < 1.0
+    True
+    """
+    def once() -> float:
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn(*args, **kwargs)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    once()
+    return statistics.median(once() for _ in range(repeat))
+
+
+def sdpa_kernel_name(*args: Any, **kwargs: Any) -> str:
+    """Which fused kernel ``F.scaled_dot_product_attention(*args, **kwargs)`` runs, by its ATen name.
+
+    Found by running the call once under ``torch.profiler`` and keeping the operator that
+    ``aten::scaled_dot_product_attention`` dispatched to (e.g.
+    ``aten::_scaled_dot_product_flash_attention_for_cpu``).
+
+    >>> q = torch.randn(1, 2, 8, 16)
+    >>> sdpa_kernel_name(q, q, q)
+    'aten::_scaled_dot_product_flash_attention_for_cpu'
+    """
+    import os
+
+    from torch.profiler import profile
+
+    # The profiler's C++ side logs its start and stop on file descriptor 2: silence it for the call.
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            with profile() as prof:
+                torch.nn.functional.scaled_dot_product_attention(*args, **kwargs)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+    names = [e.name for e in prof.events() if e.name.startswith("aten::_scaled_dot_product")
+             or e.name.startswith("aten::_efficient_attention") or e.name.startswith("aten::_flash_attention")]
+    return names[0] if names else "aten::scaled_dot_product_attention (no fused kernel)"
