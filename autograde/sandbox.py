@@ -84,6 +84,88 @@ def isolation() -> str | None:
     return "bubblewrap" if trial.returncode == 0 else None
 
 
+class SandboxedProcess:
+    """A command running in a sandbox (see the module doc), with the CPU time all its processes used.
+
+    Started at construction; :meth:`kill` ends it and everything it started, and must be called
+    (``with SandboxedProcess(...) as process:`` does). ``cpu_seconds`` comes from the run's cgroup
+    (``cpuacct.usage`` on cgroup v1, ``cpu.stat`` on v2) when it has one, else from the process tree
+    in ``/proc`` (its live processes and the children they waited for).
+    """
+
+    def __init__(self, argv: list[str], workdir: Path, *, limits: Limits = Limits(),
+                 read_only: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> None:
+        workdir = Path(workdir).resolve()
+        self.isolated = isolation() is not None
+        self.limits = limits
+        environment = {
+            "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
+            "HOME": str(workdir),
+            "LANG": "C.UTF-8",
+            "TMPDIR": "/tmp" if self.isolated else str(workdir / "tmp"),
+        }
+        environment.update(env or {})
+        if self.isolated:
+            command = [*_bwrap_prefix(workdir, read_only, environment, limits.file_bytes), *argv]
+        else:
+            warnings.warn(
+                "grading runs WITHOUT isolation (bubblewrap is not installed or user namespaces are off): "
+                "the student's code can read and write every file this user can (solutions, gradebook, other "
+                "submissions) and reach the network; only the resource limits and the final kill apply. "
+                "Install bubblewrap (apt-get install bubblewrap) to sandbox it.", SandboxWarning, stacklevel=3)
+            (workdir / "tmp").mkdir(exist_ok=True)
+            command = list(argv)
+        self.cgroup = _RunCgroup.create(limits)
+        # RLIMIT_NPROC counts all the processes of the user (root is exempt), so add those already running.
+        nproc = None if "pids" in self.cgroup.controllers or os.getuid() == 0 else \
+            limits.processes + _processes_of_user(os.getuid())
+        try:
+            self.popen = subprocess.Popen(
+                command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=functools.partial(_limit_child, limits, self.cgroup, nproc))
+        except BaseException:
+            self.cgroup.kill_and_remove()
+            raise
+        self._tail = _OutputTail(self.popen.stdout)
+        self._cpu_of_the_dead = 0.0  # the tree's processes that exited unwaited (no cgroup)
+
+    def __enter__(self) -> SandboxedProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) used so far by every process of the run."""
+        measured = self.cgroup.cpu_seconds()
+        return measured if measured is not None else _tree_cpu_seconds(self.popen.pid)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """The exit status, or None when ``timeout`` seconds passed first."""
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def kill(self) -> None:
+        """Kill the process group (bwrap, whose PID namespace dies with it; or the plain command's group)
+        and every process left in the run's cgroup (those that left the group with setsid)."""
+        try:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.popen.wait()
+        self.cgroup.kill_and_remove()
+
+    def output(self) -> str:
+        """The last OUTPUT_CHARS characters of its stdout and stderr (after :meth:`kill`)."""
+        return self._tail.text()
+
+
 def run_sandboxed(argv: list[str], workdir: Path, *, limits: Limits = Limits(),
                   read_only: Sequence[Path] = (), env: Mapping[str, str] | None = None) -> SandboxResult:
     """Run ``argv`` in ``workdir`` (its only writable place) under ``limits``; kill all it started at the end.
@@ -91,47 +173,31 @@ def run_sandboxed(argv: list[str], workdir: Path, *, limits: Limits = Limits(),
     ``read_only`` adds files or folders it may read (a worker script, say); ``env`` adds to the minimal
     environment (PATH, HOME=workdir, LANG, TMPDIR). The output is stdout and stderr interleaved.
     """
-    workdir = Path(workdir).resolve()
-    isolated = isolation() is not None
-    environment = {
-        "PATH": os.pathsep.join([os.path.dirname(sys.executable), "/usr/local/bin", "/usr/bin", "/bin"]),
-        "HOME": str(workdir),
-        "LANG": "C.UTF-8",
-        "TMPDIR": "/tmp" if isolated else str(workdir / "tmp"),
-    }
-    environment.update(env or {})
-    if isolated:
-        command = [*_bwrap_prefix(workdir, read_only, environment, limits.file_bytes), *argv]
-    else:
-        warnings.warn(
-            "grading runs WITHOUT isolation (bubblewrap is not installed or user namespaces are off): "
-            "the student's code can read and write every file this user can (solutions, gradebook, other "
-            "submissions) and reach the network; only the resource limits and the final kill apply. "
-            "Install bubblewrap (apt-get install bubblewrap) to sandbox it.", SandboxWarning, stacklevel=2)
-        (workdir / "tmp").mkdir(exist_ok=True)
-        command = list(argv)
-
-    cgroup = _RunCgroup.create(limits)
-    # RLIMIT_NPROC counts all the processes of the user (root is exempt), so add those already running.
-    nproc = None if "pids" in cgroup.controllers or os.getuid() == 0 else \
-        limits.processes + _processes_of_user(os.getuid())
-    try:
-        process = subprocess.Popen(
-            command, cwd=workdir, env=environment, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=functools.partial(_limit_child, limits, cgroup, nproc))
-    except BaseException:
-        cgroup.kill_and_remove()
-        raise
-    tail = _OutputTail(process.stdout)
-    try:
+    with SandboxedProcess(argv, workdir, limits=limits, read_only=read_only, env=env) as process:
         returncode = process.wait(timeout=limits.wall_seconds)
-        timed_out = False
-    except subprocess.TimeoutExpired:
-        returncode, timed_out = None, True
-    finally:
-        _kill_all(process, cgroup)
-    return SandboxResult(returncode, timed_out, tail.text(), isolated)
+    return SandboxResult(returncode, returncode is None, process.output(), process.isolated)
+
+
+def _tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root`` and its descendants, from /proc (utime, stime, and cutime, cstime for the
+    children each one waited for)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir() if Path("/proc").is_dir() else ():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = sum(int(f) for f in fields[11:15]) / ticks  # utime stime cutime cstime
+    tree, frontier = {root}, [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier and pid not in tree]
+        tree.update(frontier)
+    return sum(times.get(pid, 0.0) for pid in tree)
 
 
 @functools.lru_cache(maxsize=None)
@@ -219,16 +285,6 @@ def _die_with_parent() -> None:
             pass
 
 
-def _kill_all(process: subprocess.Popen, cgroup: _RunCgroup) -> None:
-    """Kill the process group (bwrap, whose PID namespace dies with it; or the plain command's group)."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    process.wait()
-    cgroup.kill_and_remove()  # also those that left the group with setsid
-
-
 class _OutputTail:
     """Reads a pipe to its end in a thread, keeping only the last OUTPUT_CHARS characters."""
 
@@ -298,6 +354,7 @@ class _RunCgroup:
                     True: [("cpu.max", f"{quota} {_CPU_PERIOD_US}", True)]},
             "memory": {False: [("memory.limit_in_bytes", memory, True), ("memory.memsw.limit_in_bytes", memory, False)],
                        True: [("memory.max", memory, True), ("memory.swap.max", "0", False)]},
+            "cpuacct": {False: [], True: []},  # accounting only: the run's CPU time (cpu_seconds)
         }
         name = f"attention-course-sandbox-{uuid.uuid4().hex[:12]}"
         made: dict[Path, Path] = {}  # parent -> our new folder below it
@@ -314,6 +371,21 @@ class _RunCgroup:
         for unused in set(made.values()) - set(folders.values()):
             _remove(unused)
         return cls(folders)
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time used by the run's processes (cgroup v1 ``cpuacct.usage``, v2 ``cpu.stat``), or None."""
+        folder = self.folders.get("cpuacct")
+        try:
+            if folder is not None and (folder / "cpuacct.usage").exists():
+                return int((folder / "cpuacct.usage").read_text()) / 1e9
+            for folder in set(self.folders.values()):
+                if (folder / "cpu.stat").exists() and not (folder / "cpuacct.usage").exists():
+                    for line in (folder / "cpu.stat").read_text().splitlines():
+                        if line.startswith("usage_usec "):
+                            return int(line.split()[1]) / 1e6
+        except (OSError, ValueError):
+            pass
+        return None
 
     def join(self, pid: int) -> None:
         for folder in set(self.folders.values()):
@@ -367,8 +439,8 @@ def _remove(folder: Path) -> bool:
 
 
 def _own_cgroups() -> dict[str, tuple[Path, bool]]:
-    """For pids, cpu and memory: the folder of this process's cgroup in the hierarchy that has the
-    controller, and whether that is cgroup v2 (used only where our v2 cgroup delegates it)."""
+    """For pids, cpu, cpuacct and memory: the folder of this process's cgroup in the hierarchy that has
+    the controller, and whether that is cgroup v2 (used only where our v2 cgroup delegates it)."""
     try:
         lines = Path("/proc/self/cgroup").read_text().splitlines()
         mounts = [line.split(" - ") for line in Path("/proc/self/mountinfo").read_text().splitlines()]
@@ -391,7 +463,7 @@ def _own_cgroups() -> dict[str, tuple[Path, bool]]:
     found: dict[str, tuple[Path, bool]] = {}
     for line in lines:
         _, controllers, relative = line.split(":", 2)
-        for controller in set(controllers.split(",")) & {"pids", "cpu", "memory"}:  # cgroup v1
+        for controller in set(controllers.split(",")) & {"pids", "cpu", "cpuacct", "memory"}:  # cgroup v1
             folder = folder_of(relative, "cgroup", controller)
             if folder is not None:
                 found[controller] = (folder, False)
@@ -405,4 +477,6 @@ def _own_cgroups() -> dict[str, tuple[Path, bool]]:
                 delegated = []
             for controller in {"pids", "cpu", "memory"} & set(delegated) - set(found):
                 found[controller] = (folder, True)
+            if "cpuacct" not in found and delegated:  # v2 accounts CPU time in every cgroup (cpu.stat)
+                found["cpuacct"] = (folder, True)
     return found
