@@ -133,8 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="course folder for the gradebook, CSVs and feedback")
     p.add_argument("--lesson", action="append", help="only this lesson (repeatable)")
     p.add_argument("--timeout", type=int, metavar="SECONDS",
-                   help="limit per notebook cell; a cell that runs longer is interrupted and the rest "
-                        "of the notebook still runs (default: Execute.timeout of autograde/nbgrader_config.py)")
+                   help="CPU time per notebook cell; a cell that uses more is interrupted and the rest of the "
+                        "notebook still runs (default: SandboxedExecute.cell_cpu_seconds of "
+                        "autograde/nbgrader_config.py)")
     p.add_argument("--jobs", type=int, metavar="N",
                    help="submissions run at once, each in its own sandbox (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

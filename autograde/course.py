@@ -55,11 +55,8 @@ def nbgrader_config(project: Path, course_root: Path) -> Config:
     return config
 
 
-def nbgrader_api(project: Path, course_root: Path, cell_timeout: int | None = None):
-    """nbgrader's high-level API on ``course_root``; its own log is captured, not printed.
-
-    ``cell_timeout`` (seconds) overrides the configuration's limit per executed cell.
-    """
+def nbgrader_api(project: Path, course_root: Path):
+    """nbgrader's high-level API on ``course_root``; its own log is captured, not printed."""
     from nbgrader.apps import NbGraderAPI
     from nbgrader.coursedir import CourseDirectory
 
@@ -69,8 +66,6 @@ def nbgrader_api(project: Path, course_root: Path, cell_timeout: int | None = No
     if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     config = nbgrader_config(project, course_root)
-    if cell_timeout is not None:
-        config.Execute.timeout = cell_timeout
     coursedir = CourseDirectory(config=config)
     api = NbGraderAPI(coursedir=coursedir, config=config)
     api.log.setLevel(logging.ERROR)

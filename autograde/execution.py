@@ -6,23 +6,31 @@ test cell by whether it raised, in the same process as the student's code (which
 
 1. :func:`prepare_job` sanitizes the submission with nbgrader's own preprocessors (its autograde's
    first pass, with one repair: outputs cleared, ids deduplicated, locked and test cells
-   overwritten, deleted ones added back), and writes a private folder with the notebook, the lesson's files, the
-   student kit and the inputs of every graded case (``answers.GRADING_INPUTS_FILE``; never the
-   expected outputs, which stay in this process).
-2. :func:`execute_job`, on a thread of a pool of ``--jobs``, runs ``execute_notebook.py`` in that
-   folder in a sandbox (:mod:`autograde.sandbox`), under resource limits.
+   overwritten, deleted ones added back), draws each exercise's cases (hidden ones seeded by the
+   course's secret, the student, the exercise and the student's code, :func:`verdict.grading_seed`)
+   and lays out a private job folder: the lesson's files and the student kit, nothing else.
+2. :func:`execute_job`, on a thread of a pool of ``--jobs``, starts a kernel in a sandbox in that
+   folder (:mod:`autograde.kernel`) and sends it the notebook cell by cell. Just before a test cell
+   that records answers, the inputs of its exercises' cases (never the expected outputs) are put
+   where the kit's ``record_answers`` finds them, in a folder the sandbox can only read; just after
+   it, they are removed and the answers moved out of the job folder. So no code of the student's
+   can see a hidden input before the function under test is called with it, and nothing it prints
+   after that reaches the feedback: those cells' outputs are withheld. At the end every process of
+   the run is killed, and only then are the answers read (:func:`verdict.load_answers`).
 3. nbgrader's ``autograde`` then runs as usual with :class:`SandboxedExecute` in place of its
-   ``Execute``: it waits for that submission's run, takes its outputs, and replaces each test
-   cell's output with the verdict judged here from the recorded answers
-   (:mod:`autograde.verdict`). nbgrader's own ``SaveAutoGrades`` scores those outputs and
-   writes the gradebook; only this one process ever writes it.
+   ``Execute``: it takes that run's outputs, and replaces every test cell's outputs with the verdict
+   judged here (:mod:`autograde.verdict`); no score comes from anything the student's code wrote.
+   nbgrader's own ``SaveAutoGrades`` scores those outputs and writes the gradebook; only this one
+   process ever writes it.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 import shutil
-import sys
+import stat
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,19 +40,35 @@ import torch
 from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, NbGraderPreprocessor,
                                     OverwriteCells, OverwriteKernelspec)
 from nbgrader.utils import compute_checksum
+from traitlets import Float
 
-from course_kit.answers import GRADING_INPUTS_FILE
-from autograde.release import write_student_kit
-from autograde.sandbox import Limits, SandboxResult, run_sandboxed
-from autograde.verdict import cell_verdict, grading_cases, recorded_exercises, sandbox_inputs
+from autograde.feedback import make_markdown_inert
+from autograde.kernel import Budget, CellRun, KernelStartFailed, SandboxedKernel
 from autograde.lessons import Lesson
+from autograde.policy import check_notebook
+from autograde.release import write_student_kit
+from autograde.sandbox import Limits
+from autograde.verdict import cell_verdict, grading_cases, recorded_exercises, sandbox_inputs
+from course_kit.answers import ANSWERS_ENV, INPUTS_ENV
 
-WORKER = Path(__file__).with_name("execute_notebook.py")
-MAX_EXECUTED_BYTES = 64 * 2**20  # an executed notebook larger than this is not read back
+INPUTS_FILE = "inputs.pt"
+WITHHELD = ("(output withheld: this cell ran after your code had been given the grader's hidden inputs; "
+            "only the grader's verdicts are shown from here on)\n")
 
 
 class SubmissionNotGraded(Exception):
     """The submission's run gave nothing to grade; its job's ``reason`` says why, for the class summary."""
+
+
+@dataclass
+class RunRecord:
+    """What the sandboxed run of one submission did, as the grader saw it."""
+
+    cells: dict[int, CellRun] = field(default_factory=dict)  # by the cell's index in the notebook
+    answers: dict[str, Path] = field(default_factory=dict)  # exercise -> its answers, moved out of the sandbox
+    exposed_from: int | None = None  # the first cell that ran with hidden inputs given out
+    stopped: str = ""  # why the run stopped before the last cell
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -53,11 +77,17 @@ class Job:
 
     student: str
     lesson: Lesson
-    workdir: Path
+    notebook: nbformat.NotebookNode  # sanitized: what runs, and what nbgrader's autograde will score
+    workdir: Path  # the sandbox's only writable folder
+    private: Path  # the grader's folder of this job, outside the sandbox's writable one
     cases: dict[str, list[dict]]  # exercise -> its graded cases, expected outputs included
     limits: Limits
+    budget: Budget
+    extra_arguments: list[str]
+    instructors: set[str] = field(default_factory=set)  # the sources of the instructor's own cells
     notes: list[str] = field(default_factory=list)  # what sanitizing changed, for the summary
-    future: Future | None = None  # of a SandboxResult
+    refused: str = ""  # why the grader will not run it (code that reaches around the grader: policy.py)
+    future: Future | None = None  # of a RunRecord
     reason: str | None = None  # why it could not be graded, once known
 
 
@@ -71,6 +101,10 @@ def _graded_cells(notebook) -> dict[str, nbformat.NotebookNode]:
             if cell.metadata.get("nbgrader", {}).get("grade")}
 
 
+def _is_test_cell(cell) -> bool:
+    return cell.cell_type == "code" and bool(cell.metadata.get("nbgrader", {}).get("grade"))
+
+
 class DropEmptyMetadata(NbGraderPreprocessor):
     """Removes the empty ``nbgrader`` metadata that ``DeduplicateIds`` leaves on a dropped duplicate:
     nbgrader's ``OverwriteCells`` would fail on it (KeyError 'grade_id') and the submission with it."""
@@ -81,7 +115,7 @@ class DropEmptyMetadata(NbGraderPreprocessor):
         return cell, resources
 
 
-# nbgrader autograde's sanitizing pass, with the one repair above (also set in autograde.py).
+# nbgrader autograde's sanitizing pass, with the one repair above (also set in grade.py).
 SANITIZE = (ClearOutput, DeduplicateIds, DropEmptyMetadata, OverwriteKernelspec, OverwriteCells, CheckCellMetadata)
 
 
@@ -107,85 +141,153 @@ def sanitize(notebook, config, db_url: str, lesson: Lesson, student: str) -> tup
     return notebook, notes
 
 
-def prepare_job(submitted: Path, source_dir: Path, workdir: Path, config, db_url: str, lesson: Lesson,
-                student: str, limits: Limits, secret: str = "") -> Job:
-    """Sanitize ``submitted`` and lay out ``workdir`` for the sandbox (see the module doc, step 1)."""
-    notebook = nbformat.read(submitted, as_version=4)
+def student_code(notebook) -> str:
+    """Every code cell the student may have changed (all but the locked ones), in order."""
+    return "\n# %%\n".join(cell.source for cell in notebook.cells
+                           if cell.cell_type == "code" and not cell.metadata.get("nbgrader", {}).get("locked"))
+
+
+def prepare_job(notebook, source_dir: Path, folder: Path, config, db_url: str, lesson: Lesson, student: str,
+                limits: Limits, budget: Budget, secret: str, instructors: set[str]) -> Job:
+    """Sanitize ``notebook`` and lay out the job's folders (see the module doc, step 1). ``instructors``
+    holds the sources of the instructor's own cells, which :mod:`autograde.policy` does not check."""
     notebook, notes = sanitize(notebook, config, db_url, lesson, student)
+    violations = check_notebook(notebook, instructors)
+    workdir, private = folder / "work", folder / "grader"
     workdir.mkdir(parents=True)
+    (private / "inputs").mkdir(parents=True)
+    (private / "answers").mkdir()
     for path in source_dir.rglob("*"):  # the lesson's files (visible cases), as nbgrader copies them
         if path.is_file() and path.suffix != ".ipynb":
             target = workdir / path.relative_to(source_dir)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
     write_student_kit(workdir)
-    exercises = [e for cell in _graded_cells(notebook).values() if cell.cell_type == "code"
-                 for e in recorded_exercises(cell.source)]
-    cases = {exercise: grading_cases(exercise, student, secret) for exercise in exercises}
-    torch.save(sandbox_inputs(cases), workdir / GRADING_INPUTS_FILE)
-    nbformat.write(notebook, workdir / "submission.ipynb")
-    (workdir / "job.json").write_text(json.dumps({"timeout": config.Execute.timeout,
-                                                  "extra_arguments": list(config.Execute.extra_arguments)}))
-    return Job(student, lesson, workdir, cases, limits, notes)
+    digest = hashlib.sha256(student_code(notebook).encode()).hexdigest()
+    exercises = [e for cell in notebook.cells if _is_test_cell(cell) for e in recorded_exercises(cell.source)]
+    cases = {exercise: grading_cases(exercise, student, secret, digest) for exercise in exercises}
+    job = Job(student, lesson, notebook, workdir, private, cases, limits, budget, list(config.Execute.extra_arguments),
+              instructors, notes)
+    if violations:
+        shown = "; ".join(str(v) for v in violations[:5]) + (f"; and {len(violations) - 5} more"
+                                                              if len(violations) > 5 else "")
+        job.refused = f"it uses code the grader does not run (autograde/policy.py): {shown}"
+    return job
 
 
-def execute_job(job: Job, threads: int) -> SandboxResult:
-    """Step 2: run the submission's notebook in its sandbox (on a pool thread)."""
-    env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+def execute_job(job: Job) -> RunRecord:
+    """Step 2: run the submission's notebook in its sandbox, cell by cell (on a pool thread)."""
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",  # the same floating-point path on every grader
            "JUPYTER_RUNTIME_DIR": str(job.workdir / ".jupyter"), "IPYTHONDIR": str(job.workdir / ".ipython"),
-           # agg: figures are drawn but not encoded as PNGs into the outputs (feedback pages show no plots)
-           "MPLCONFIGDIR": str(job.workdir / ".matplotlib"), "MPLBACKEND": "agg", "NBGRADER_EXECUTION": "autograde"}
-    return run_sandboxed([sys.executable, "-I", str(WORKER), str(job.workdir)], job.workdir,
-                         limits=job.limits, read_only=[WORKER], env=env)
+           # agg: figures are drawn but not encoded as PNGs (feedback pages keep text only)
+           "MPLCONFIGDIR": str(job.workdir / ".matplotlib"), "MPLBACKEND": "agg", "NBGRADER_EXECUTION": "autograde",
+           INPUTS_ENV: str(job.private / "inputs" / INPUTS_FILE), ANSWERS_ENV: str(job.workdir / "answers")}
+    record = RunRecord()
+    for attempt in (1, 2):  # a kernel that fails to start is the grader's trouble: try once more
+        kernel = SandboxedKernel(job.workdir, limits=job.limits, env=env, extra_arguments=job.extra_arguments,
+                                 read_only=[job.private / "inputs"], budget=job.budget)
+        try:
+            kernel.wait_until_ready()
+            break
+        except KernelStartFailed as error:
+            kernel.stop()
+            if attempt == 2:
+                record.stopped = f"the grader could not start a kernel for it ({error}); grade it again"
+                return record
+        except BaseException:
+            kernel.stop()
+            raise
+    start = time.monotonic()
+    with kernel:  # stopped (every process of the run killed) however this ends
+        for index, cell in enumerate(job.notebook.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            exercises = recorded_exercises(cell.source) if _is_test_cell(cell) else []
+            if exercises:
+                torch.save(sandbox_inputs({e: job.cases[e] for e in exercises}), job.private / "inputs" / INPUTS_FILE)
+                record.exposed_from = index if record.exposed_from is None else record.exposed_from
+            cpu_left = job.budget.notebook_cpu_seconds - record.cpu_seconds
+            clock_left = job.budget.clock_allowance(record.cpu_seconds, notebook=True) - (time.monotonic() - start)
+            run = kernel.run_cell(cell.source, cpu_left, clock_left)
+            record.cells[index] = run
+            record.cpu_seconds += run.cpu_seconds
+            if exercises:
+                (job.private / "inputs" / INPUTS_FILE).unlink(missing_ok=True)
+                for exercise in exercises:
+                    _move_out(job.workdir / "answers" / f"{exercise}.pt", job.private / "answers" / f"{exercise}.pt")
+            if kernel.stopped:
+                record.stopped = kernel.stopped
+                break
+            if record.cpu_seconds >= job.budget.notebook_cpu_seconds:
+                record.stopped = f"the notebook used its {job.budget.notebook_cpu_seconds:g} s of CPU time"
+                break
+    # every process of the run is dead now; only the answers moved out of its reach are read
+    record.answers = {e: job.private / "answers" / f"{e}.pt" for e in job.cases}
+    return record
 
 
-def why_not_executed(job: Job, result: SandboxResult) -> str | None:
-    """Why the run left no notebook to grade, or None."""
-    error_file = job.workdir / "execution_error.txt"
-    if result.timed_out:
-        return f"running the notebook took longer than {job.limits.wall_seconds:g} s in all and was stopped"
-    if error_file.is_file():
-        error = error_file.read_text(errors="replace")[:500]
-        if "DeadKernelError" in error or "Kernel died" in error:
-            return "the kernel died while running the notebook (a crash, os._exit, or a signal)"
-        return f"the notebook could not be run: {error.splitlines()[0] if error else 'no message'}"
-    executed = job.workdir / "executed.ipynb"
-    if not executed.is_file():
-        last = [line for line in result.output.splitlines() if line.strip()][-1:] or ["no output"]
-        return f"the grading process ended without a result (exit status {result.returncode}): {last[0][:300]}"
-    if executed.stat().st_size > MAX_EXECUTED_BYTES:
-        return f"its outputs are too large ({executed.stat().st_size // 2**20} MiB after trimming)"
-    return None
+def _move_out(source: Path, target: Path) -> None:
+    """Move what the sandbox left at ``source`` (a file, or whatever it put there) out of its reach; a
+    link is moved as a link (``rename`` follows none) and later refused by :func:`verdict.load_answers`."""
+    try:
+        mode = os.lstat(source).st_mode
+    except OSError:
+        return
+    if stat.S_ISDIR(mode):
+        return
+    try:
+        os.rename(source, target)  # the job's two folders share one file system
+    except OSError:
+        pass
 
 
 class SandboxedExecute(NbGraderPreprocessor):
-    """nbgrader's Execute step, served by the sandboxed run of the same notebook (module doc, step 3)."""
+    """nbgrader's Execute step, served by the sandboxed run of the same notebook (module doc, step 3).
+
+    Its two settings (``autograde/nbgrader_config.py``) bound every submission's run in CPU seconds:
+    a busy grading server does not count against a student (:mod:`autograde.kernel`)."""
+
+    cell_cpu_seconds = Float(60.0, help="CPU time a cell may use before it is interrupted").tag(config=True)
+    notebook_cpu_seconds = Float(600.0, help="CPU time a whole notebook may use").tag(config=True)
 
     def preprocess(self, nb, resources):
         key = (resources["nbgrader"]["student"], resources["nbgrader"]["assignment"])
         job = JOBS[key]
-        result = job.future.result()
-        job.reason = job.reason or why_not_executed(job, result)
-        if job.reason:
+        record = job.future.result()
+        if not record.cells:
+            job.reason = job.reason or record.stopped or "the notebook did not run"
             raise SubmissionNotGraded(job.reason)
-        try:
-            executed = nbformat.read(job.workdir / "executed.ipynb", as_version=4)
-        except Exception as error:
-            job.reason = f"its executed notebook could not be read back ({type(error).__name__})"
-            raise SubmissionNotGraded(job.reason) from None
-        if [c.cell_type for c in executed.cells] != [c.cell_type for c in nb.cells]:
-            job.reason = "its executed notebook does not have the cells of the submission"
+        if [c.cell_type for c in job.notebook.cells] != [c.cell_type for c in nb.cells]:
+            job.reason = "its notebook changed between sanitizing and scoring"
             raise SubmissionNotGraded(job.reason)
         answer = ""  # the student's code the next test cell checks: the last solution cell before it
-        for cell, ran in zip(nb.cells, executed.cells):
+        for index, cell in enumerate(nb.cells):
             if cell.cell_type != "code":
                 continue
-            cell.outputs, cell.execution_count = ran.get("outputs", []), ran.get("execution_count")
+            run = record.cells.get(index, CellRun(reason=record.stopped))
             if cell.metadata.get("nbgrader", {}).get("solution"):
                 answer = cell.source
-            if cell.metadata.get("nbgrader", {}).get("grade"):
-                verdict = cell_verdict(cell.source, job.cases, job.workdir, answer)
-                if verdict is not None:  # the grader's verdict, not what the kernel printed
-                    interrupted = [o for o in cell.outputs if o.get("ename") == "CellTimeoutError"]
-                    cell.outputs = interrupted + verdict
+            if _is_test_cell(cell):
+                cell.outputs = cell_verdict(cell.source, job.cases, record.answers, answer, run)
+            elif record.exposed_from is not None and index > record.exposed_from and run.outputs:
+                cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=WITHHELD)]
+            else:
+                cell.outputs = run.outputs
+            cell.execution_count = run.execution_count
+        make_markdown_inert(nb, job.instructors)  # what formgrader and the feedback render of the student's
         return nb, resources
+
+
+def run_notes(job: Job, record: RunRecord) -> list[str]:
+    """What the instructor should know about a run that was graded: cells interrupted, cells not run."""
+    names = {index: cell.metadata.get("nbgrader", {}).get("grade_id") or f"cell {index + 1}"
+             for index, cell in enumerate(job.notebook.cells)}
+    notes = [f"{names[index]} {run.reason}; the rest of the notebook ran and was graded"
+             for index, run in sorted(record.cells.items()) if run.status == "interrupted"]
+    if record.stopped and record.cells:
+        last = max(record.cells)
+        notes.append(f"the run stopped at {names[last]}: {record.stopped}; the cells after it did not run "
+                     "and score 0")
+    return notes
+
+

@@ -23,9 +23,7 @@ notebook, missing, kernel death, ...) never stops the others.
 from __future__ import annotations
 
 import csv
-import html
 import os
-import re
 import secrets
 import shutil
 import tempfile
@@ -44,9 +42,13 @@ from tqdm import tqdm
 
 from autograde.course import (NBGRADER_CONFIG, materialise_source, nbgrader_api, nbgrader_failure,
                                        read_source_notebook)
-from autograde.execution import JOBS, SANITIZE, SandboxedExecute, execute_job, prepare_job
-from autograde.sandbox import Limits
+from autograde.feedback import add_notes, sanitize_page, write_problem_page
+from autograde.execution import JOBS, SANITIZE, SandboxedExecute, execute_job, prepare_job, run_notes
+from autograde.kernel import Budget
 from autograde.lessons import LESSONS, Lesson
+from autograde.policy import instructor_sources
+from autograde.sandbox import Limits
+from autograde.submissions import Problem, extra_files, find_submissions, read_notebook, shown
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,6 @@ class CellScore:
     grade_id: str
     score: float
     max_score: float
-
-
-@dataclass(frozen=True)
-class Problem:
-    student: str
-    lesson: str
-    reason: str
 
 
 @dataclass
@@ -104,10 +99,10 @@ class ClassGrades:
         lines.insert(1, "  ".join("-" * width for width in widths))
         if self.problems:
             lines += ["", f"{len(self.problems)} submission(s) could not be graded (scored 0):"]
-            lines += [f"  {p.student} / {p.lesson}: {p.reason}" for p in self.problems]
+            lines += [f"  {shown(p.student)} / {shown(p.lesson)}: {shown(p.reason)}" for p in self.problems]
         if self.notes:
             lines += ["", f"{len(self.notes)} submission(s) graded with a note:"]
-            lines += [f"  {p.student} / {p.lesson}: {p.reason}" for p in self.notes]
+            lines += [f"  {shown(p.student)} / {shown(p.lesson)}: {shown(p.reason)}" for p in self.notes]
         return "\n".join(lines)
 
 
@@ -118,45 +113,6 @@ def graded_cells(project: Path, lesson: Lesson) -> list[str]:
         for cell in read_source_notebook(project, lesson).cells
         if cell.metadata.get("nbgrader", {}).get("grade")
     ]
-
-
-def find_submissions(submissions: Path, lessons: tuple[Lesson, ...]) -> tuple[list[tuple[str, Lesson, Path]], list[Problem]]:
-    """Every (student, lesson, notebook path) under ``submissions``, and what is wrong with the rest."""
-    if not submissions.is_dir():
-        raise FileNotFoundError(f"no submissions folder at {submissions}")
-    by_id = {lesson.id: lesson for lesson in lessons}
-    found, problems = [], []
-    for student_dir in sorted(p for p in submissions.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        for lesson_dir in sorted(p for p in student_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            lesson = by_id.get(lesson_dir.name)
-            if lesson is None:
-                problems.append(Problem(student_dir.name, lesson_dir.name,
-                                        f"not a lesson of the course (expected one of: {', '.join(by_id)})"))
-                continue
-            path = lesson_dir / f"{lesson.notebook}.ipynb"
-            if not path.is_file():
-                others = sorted(p.name for p in lesson_dir.glob("*.ipynb"))
-                found_text = f"; found {', '.join(others)}" if others else "; the folder holds no notebook"
-                problems.append(Problem(student_dir.name, lesson.id, f"missing notebook {path.name}{found_text}"))
-                continue
-            found.append((student_dir.name, lesson, path))
-    if not found and not problems:
-        raise FileNotFoundError(
-            f"no submissions found in {submissions}: expected <student>/<lesson>/<notebook>.ipynb, "
-            f"e.g. alice/{lessons[0].id}/{lessons[0].notebook}.ipynb"
-        )
-    return found, problems
-
-
-def notebook_problem(path: Path) -> str | None:
-    """Why ``path`` is not a notebook nbgrader can grade, or None."""
-    try:
-        notebook = nbformat.read(path, as_version=4)
-        nbformat.validate(notebook)
-    except Exception as error:  # any parse or schema error: report it, grade the others
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        return f"not a valid notebook ({type(error).__name__}: {first_line})"
-    return None
 
 
 def _by_submission(problems: list[Problem]) -> dict[tuple[str, str], list[str]]:
@@ -176,22 +132,6 @@ def course_secret(out: Path) -> str:
     return path.read_text().strip()
 
 
-def count_code_cells(path: Path) -> int:
-    return sum(cell.cell_type == "code" for cell in nbformat.read(path, as_version=4).cells)
-
-
-def extra_files(found: list[tuple[str, Lesson, Path]]) -> list[Problem]:
-    """A note for every submission folder that holds more than its notebook: the rest is not graded."""
-    notes = []
-    for student, lesson, path in found:
-        others = sorted(str(p.relative_to(path.parent)) for p in path.parent.rglob("*")
-                        if p.is_file() and p != path and ".ipynb_checkpoints" not in p.parts)
-        if others:
-            shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            notes.append(Problem(student, lesson.id, f"extra files ignored (only the notebook is graded): {shown}"))
-    return notes
-
-
 def explain_failure(result: dict) -> str:
     """A reason for a failed nbgrader autograde that an instructor can act on."""
     text = (result.get("error") or "") + (result.get("log") or "")
@@ -202,64 +142,29 @@ def explain_failure(result: dict) -> str:
     return f"nbgrader could not grade it: {nbgrader_failure(result)}"
 
 
-def timeout_note(autograded: Path, timeout: int) -> str | None:
-    """Which cells of an autograded notebook were interrupted at the time limit, or None."""
-    notebook = nbformat.read(autograded, as_version=4)
-    interrupted = [
-        cell.metadata.get("nbgrader", {}).get("grade_id") or f"cell {index + 1}"
-        for index, cell in enumerate(notebook.cells)
-        if cell.cell_type == "code"
-        and any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs)
-    ]
-    if not interrupted:
-        return None
-    return (f"{', '.join(interrupted)} ran past the {timeout} s limit per cell and "
-            f"{'was' if len(interrupted) == 1 else 'were'} interrupted; the rest of the notebook ran and was graded")
-
-
-def write_problem_feedback(out: Path, problem: Problem, notebook: str, max_score: float) -> None:
-    """A feedback page for a submission that could not be graded, so every student gets one."""
-    folder = out / "feedback" / problem.student / problem.lesson
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{notebook}.html").write_text(
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Feedback: "
-        f"{html.escape(problem.lesson)}</title></head><body>\n"
-        f"<h1>{html.escape(problem.lesson)}: 0 / {max_score:g}</h1>\n"
-        f"<p>Your submission could not be graded: {html.escape(problem.reason)}.</p>\n"
-        "<p>Check the file you handed in, then ask your instructor to grade it again.</p>\n</body></html>\n"
-    )
-
-
-def add_notes_to_feedback(page: Path, notes: list[str]) -> None:
-    """Say at the top of a feedback page what happened to the submission on the way (restored cells, ...)."""
-    if not notes or not page.is_file():
-        return
-    items = "".join(f"<li>{html.escape(note)}</li>" for note in notes)
-    box = (f'<div style="border:2px solid #c60;padding:0.5em 1em;margin:1em"><b>Notes from the grader</b>'
-           f"<ul>{items}</ul></div>")
-    text = page.read_text()
-    body = re.search(r"<body[^>]*>", text)
-    page.write_text(text[:body.end()] + box + text[body.end():] if body else box + text)
+def spreadsheet_safe(value: str) -> str:
+    """A CSV cell that no spreadsheet reads as a formula (OWASP's CSV injection advice: a value
+    starting with = + - @, a tab or a carriage return gets a leading apostrophe), control
+    characters escaped."""
+    value = shown(value)
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
 def write_csvs(out: Path, grades: ClassGrades) -> None:
-    with open(out / "scores.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "lesson", "notebook", "grade_id", "score", "max_score"])
-        for c in grades.cells:
-            writer.writerow([c.student, c.lesson, c.notebook, c.grade_id, f"{c.score:g}", f"{c.max_score:g}"])
-    with open(out / "grades.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "lesson", "score", "max_score"])
-        for (student, lesson), (score, max_score) in sorted(grades.totals().items()):
-            writer.writerow([student, lesson, f"{score:g}", f"{max_score:g}"])
-    with open(out / "problems.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "lesson", "graded", "reason"])
-        for p in grades.problems:
-            writer.writerow([p.student, p.lesson, "no", p.reason])
-        for p in grades.notes:
-            writer.writerow([p.student, p.lesson, "yes", p.reason])
+    def rows(path: Path, header: list[str], records) -> None:
+        with open(path, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows([spreadsheet_safe(str(value)) for value in record] for record in records)
+
+    rows(out / "scores.csv", ["student", "lesson", "notebook", "grade_id", "score", "max_score"],
+         [(c.student, c.lesson, c.notebook, c.grade_id, f"{c.score:g}", f"{c.max_score:g}") for c in grades.cells])
+    rows(out / "grades.csv", ["student", "lesson", "score", "max_score"],
+         [(student, lesson, f"{score:g}", f"{max_score:g}")
+          for (student, lesson), (score, max_score) in sorted(grades.totals().items())])
+    rows(out / "problems.csv", ["student", "lesson", "graded", "reason"],
+         [(p.student, p.lesson, "no", p.reason) for p in grades.problems]
+         + [(p.student, p.lesson, "yes", p.reason) for p in grades.notes])
 
 
 def autograde(project: Path, submissions: Path, out: Path, *, lessons: tuple[Lesson, ...] = LESSONS,
@@ -267,9 +172,9 @@ def autograde(project: Path, submissions: Path, out: Path, *, lessons: tuple[Les
               limits: Limits | None = None) -> ClassGrades:
     """Grade every submission under ``submissions`` into the course root ``out``; see the module doc.
 
-    ``cell_timeout`` (seconds) overrides the limit per cell of ``autograde/nbgrader_config.py``;
-    ``jobs`` submissions run at once (default: one per core); ``limits`` bound each one's sandbox
-    (default: :class:`Limits`, with the whole run's wall time from the per-cell limit).
+    ``cell_timeout`` (seconds of CPU time) overrides ``SandboxedExecute.cell_cpu_seconds`` of
+    ``autograde/nbgrader_config.py``; ``jobs`` submissions run at once (default: one per core);
+    ``limits`` bound each one's sandbox (default: :class:`Limits` with one core per run).
     """
     with warnings.catch_warnings():
         # nbgrader's own session handling warns on every new submission; nothing we can act on
@@ -283,8 +188,10 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
     out.mkdir(parents=True, exist_ok=True)
     found, problems = find_submissions(submissions, lessons)
     notes = extra_files(found)
-    api = nbgrader_api(project, out, cell_timeout)
-    timeout = api.config.Execute.timeout
+    api = nbgrader_api(project, out)
+    limits_config = SandboxedExecute(config=api.config)
+    budget = Budget(cell_cpu_seconds=float(cell_timeout or limits_config.cell_cpu_seconds),
+                    notebook_cpu_seconds=float(limits_config.notebook_cpu_seconds))
     shutil.copyfile(project / NBGRADER_CONFIG, out / "nbgrader_config.py")  # `cd out && nbgrader ...` works
     db_url, course_id = api.coursedir.db_url, api.coursedir.course_id
     # nbgrader's autograde, with the sandboxed run in place of its own Execute (execution.py)
@@ -295,7 +202,7 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
 
     running = {lesson.id for _, lesson, _ in found}  # lessons with a notebook to run
     used = (running | {p.lesson for p in problems}) & {l.id for l in lessons}
-    cell_ids = {}
+    cell_ids, instructors = {}, {}
 
     def generate(lesson: Lesson) -> None:
         materialise_source(project, lesson, out)
@@ -303,6 +210,7 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
         if not result["success"]:
             raise RuntimeError(f"nbgrader generate_assignment failed for {lesson.id}: {nbgrader_failure(result)}")
         cell_ids[lesson.id] = graded_cells(project, lesson)
+        instructors[lesson.id] = instructor_sources(read_source_notebook(project, lesson))
 
     for lesson in lessons:  # those with no notebook to run; the others' just before their first run
         if lesson.id in used - running:
@@ -312,8 +220,9 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
 
     secret = course_secret(out)
     jobs = max(1, jobs or os.cpu_count() or 1)
-    threads = max(1, (os.cpu_count() or 1) // jobs)  # each run's share of the cores (torch threads, CPU quota)
+    run_limits = limits or Limits(cpus=1.0)  # one core per run; every run computes on one thread
     graded: list[tuple[str, Lesson]] = []
+
     def forget(student: str, lesson_id: str) -> None:
         """Remove an earlier run's results for this submission: files and gradebook entry."""
         for step in ("submitted", "autograded", "feedback"):
@@ -328,26 +237,29 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
             ThreadPoolExecutor(max_workers=jobs) as pool:
         try:
             queue = []
-            for student, lesson, path in found:  # step 1 for all, so that the pool always has work
+            for number, (student, lesson, path) in enumerate(found):  # step 1 for all: the pool always has work
                 if lesson.id not in cell_ids:  # the pool runs the first lessons' notebooks meanwhile
                     generate(lesson)
                 forget(student, lesson.id)
-                reason = notebook_problem(path)
-                if reason is not None:
-                    problems.append(Problem(student, lesson.id, reason))
+                notebook = read_notebook(path)
+                if isinstance(notebook, str):
+                    problems.append(Problem(student, lesson.id, notebook))
                     continue
                 target = out / "submitted" / student / lesson.id
                 target.mkdir(parents=True)
-                shutil.copyfile(path, target / path.name)  # only the notebook: kit and cases are the instructor's
-                run_limits = limits or Limits(wall_seconds=timeout * (count_code_cells(path) + 5), cpus=threads)
+                nbformat.write(notebook, target / path.name)  # only the cleaned notebook; kit and cases are ours
                 try:
-                    job = prepare_job(target / path.name, out / "solutions" / lesson.id,
-                                      Path(scratch) / student / lesson.id, api.config, db_url, lesson, student,
-                                      run_limits, secret)
+                    job = prepare_job(notebook, out / "solutions" / lesson.id, Path(scratch) / f"job{number}",
+                                      api.config, db_url, lesson, student, run_limits, budget, secret,
+                                      instructors[lesson.id])
                 except Exception as error:  # nbgrader's sanitizing refused it (e.g. broken cell metadata)
-                    problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells: {error}"))
+                    problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells ({type(error).__name__})"))
                     continue
-                job.future = pool.submit(execute_job, job, threads)
+                if job.refused:
+                    problems.append(Problem(student, lesson.id, job.refused))
+                    shutil.rmtree(job.workdir.parent, ignore_errors=True)
+                    continue
+                job.future = pool.submit(execute_job, job)
                 JOBS[student, lesson.id] = job
                 queue.append(job)
 
@@ -355,12 +267,14 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
                 student, lesson = job.student, job.lesson
                 result = api.autograde(lesson.id, student, force=True, create=True)
                 JOBS.pop((student, lesson.id), None)
-                shutil.rmtree(job.workdir, ignore_errors=True)
+                shutil.rmtree(job.workdir.parent, ignore_errors=True)
                 notes += [Problem(student, lesson.id, note) for note in job.notes]
                 if result["success"]:
                     graded.append((student, lesson))
+                    notes += [Problem(student, lesson.id, note) for note in run_notes(job, job.future.result())]
                     # now, while the pool runs the next submissions: nbgrader's feedback only reads the gradebook
                     feedback = api.generate_feedback(lesson.id, student, force=True)
+                    sanitize_page(out / "feedback" / student / lesson.id / f"{lesson.notebook}.html")
                     if not feedback["success"]:
                         notes.append(Problem(student, lesson.id, f"feedback not written: {nbgrader_failure(feedback)}"))
                     continue
@@ -372,9 +286,6 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
     grades = ClassGrades(problems=list(problems), notes=notes)
     with Gradebook(db_url, course_id=course_id) as gb:
         for student, lesson in graded:
-            note = timeout_note(out / "autograded" / student / lesson.id / f"{lesson.notebook}.ipynb", timeout)
-            if note:
-                grades.notes.append(Problem(student, lesson.id, note))
             scores = {g.name: g for g in gb.find_submission_notebook(lesson.notebook, lesson.id, student).grades}
             for grade_id in cell_ids[lesson.id]:
                 grade = scores[grade_id]
@@ -389,11 +300,12 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
             for grade_id in cell_ids[lesson.id]:
                 grades.cells.append(CellScore(problem.student, lesson.id, lesson.notebook, grade_id, 0.0,
                                               max_scores[grade_id]))
-            write_problem_feedback(out, problem, lesson.notebook, sum(max_scores.values()))
+            write_problem_page(out / "feedback" / problem.student / lesson.id / f"{lesson.notebook}.html",
+                               lesson.id, problem.reason, sum(max_scores.values()))
 
     for (student, lesson_id), notes_of_one in _by_submission(grades.notes).items():
         notebook = next(l.notebook for l in lessons if l.id == lesson_id)
-        add_notes_to_feedback(out / "feedback" / student / lesson_id / f"{notebook}.html", notes_of_one)
+        add_notes(out / "feedback" / student / lesson_id / f"{notebook}.html", notes_of_one)
 
     grades.cells.sort(key=lambda c: (c.student, c.lesson, cell_ids[c.lesson].index(c.grade_id)))
     write_csvs(out, grades)

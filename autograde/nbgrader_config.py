@@ -17,9 +17,14 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# Per-cell limit while grading: the longest cell of a lesson takes a few seconds; a student's
-# infinite loop is interrupted after this and the cell scores 0.
-c.Execute.timeout = 60
+# Limits of each submission's run under `attention-course autograde`, in seconds of CPU time, not of
+# the clock, so that a busy grading server costs no student a point (autograde/kernel.py): a cell is
+# interrupted past the first (an endless loop scores 0 on what it breaks, the rest runs on), the
+# notebook stops past the second. The longest cell of a lesson uses about 20 s (Lesson 2's training).
+c.SandboxedExecute.cell_cpu_seconds = 60
+c.SandboxedExecute.notebook_cpu_seconds = 600
+# Plain nbgrader (run by hand on this course root) limits each cell by the clock instead.
+c.Execute.timeout = 120
 # Kernel arguments: no history file (nbgrader's default for Python) and no start-up warning about
 # TCP transport on every kernel, which would bury the grading summary.
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=ERROR"]

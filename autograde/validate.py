@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from tqdm import tqdm
 
-CELL_TIMEOUT_S = 60
+CELL_TIMEOUT_S = 600  # generous: a busy machine slows a cell down; an endless loop still ends
 
 
 @dataclass(frozen=True)
@@ -34,13 +34,17 @@ class Validation:
     other_errors: list[str]  # errors in cells that are not graded (they may explain graded failures)
     edited_locked: list[str]  # read-only cells the student changed (grading restores them)
     crashed: str = ""
+    refused: tuple[str, ...] = ()  # code the grader will not run (autograde/policy.py)
 
     @property
     def passed(self) -> bool:
-        return not self.crashed and all(c.score == c.max_score for c in self.cells)
+        return not self.crashed and not self.refused and all(c.score == c.max_score for c in self.cells)
 
     def summary(self) -> str:
         lines = [f"Validated {self.notebook.name}:"]
+        if self.refused:
+            lines.append("  ! the grader will not run this notebook, and it would score 0, because of:")
+            lines += [f"      {violation}" for violation in self.refused]
         if self.crashed:
             lines.append(f"  the notebook could not run to the end: {self.crashed}")
         for cell in self.cells:
@@ -75,10 +79,22 @@ def validate(path: Path, progress: bool = True, cell_timeout: int = CELL_TIMEOUT
     """
     from nbgrader.utils import compute_checksum, determine_grade, is_grade, is_locked
 
+    from autograde.course import ProjectNotFound, project_root, read_source_notebook
+    from autograde.lessons import LESSONS
+    from autograde.policy import check_notebook, instructor_sources
+
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"no notebook at {path}")
     notebook = nbformat.read(path, as_version=4)
+    refused: tuple[str, ...] = ()
+    lesson = next((lesson for lesson in LESSONS if lesson.notebook == path.stem), None)
+    if lesson is not None:
+        try:
+            instructors = instructor_sources(read_source_notebook(project_root(), lesson))
+            refused = tuple(str(v) for v in check_notebook(notebook, instructors))
+        except ProjectNotFound:  # the course's sources are not here: the grader checks it anyway
+            pass
     edited = [
         cell.metadata["nbgrader"]["grade_id"]
         for cell in notebook.cells
@@ -118,4 +134,4 @@ def validate(path: Path, progress: bool = True, cell_timeout: int = CELL_TIMEOUT
                                     "" if score == max_score else _error_text(cell) or "did not run"))
         elif (error := _error_text(cell)) and not error.startswith("NotImplementedError"):
             other_errors.append(f"cell {index + 1} raised {error}")
-    return Validation(path, cells, other_errors, edited, crashed)
+    return Validation(path, cells, other_errors, edited, crashed, refused)

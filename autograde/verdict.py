@@ -1,28 +1,34 @@
 """The grader's half of every test cell: judge the answers a submission recorded, outside its sandbox.
 
-Before a submission runs, :func:`grading_cases` draws each exercise's cases (the visible ones and
-hidden ones seeded by student and exercise, so that grading again gives the same grades) and
-:func:`sandbox_inputs` keeps only their inputs for the sandbox (``answers.GRADING_INPUTS_FILE``).
-After it ran, :func:`cell_verdict` loads what ``record_answers`` saved (``weights_only``: a
-submission's files are data, never code, to the grader) and compares it with the reference's
-outputs here, with the same comparisons as the visible tests. The verdict becomes the test cell's
-output: an error (nbgrader scores the cell 0) with the reasons, or a tick.
+Before a submission runs, :func:`grading_cases` draws each exercise's cases: the visible ones, and
+hidden ones seeded by :func:`grading_seed` (an HMAC of the student, the exercise and the student's
+code under the course's secret: grading the same notebook again gives the same grades, a changed
+one gets fresh hidden cases, and no one without the secret can work them out).
+:func:`sandbox_inputs` keeps only their inputs for the sandbox. After the run, :func:`load_answers`
+reads what ``record_answers`` saved, as data (a regular file, no link, bounded sizes before
+anything is unpacked, ``weights_only``), and :func:`cell_verdict` judges it with the same
+functions as the visible tests (``course_kit.checks``). The verdict becomes the test cell's whole
+output: an error (nbgrader scores the cell 0) with the reasons, or a tick. No verdict quotes a
+hidden case's values.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
+import hmac
 import io
+import os
 import re
+import stat
 import tokenize
-import zlib
+import zipfile
 from pathlib import Path
 
 import nbformat
 import torch
 
 from autograde.exercises import get_exercise, hidden_cases, visible_cases
-from course_kit.answers import ANSWERS_DIR
 from course_kit.checks import FUSED, failure_report, judge
 
 RECORD_CALL = re.compile(r"""record_answers\(\s*["']([^"']+)["']\s*,\s*([A-Za-z_]\w*)?""")
@@ -35,19 +41,22 @@ SPELLINGS = {
     "multihead_attention": r"\bMultiheadAttention\b|multi_head_attention_forward|_native_multi_head_attention",
     "softmax": r"\.\s*_?(log_)?(softmax|softmin)\b|\b(Log)?Softmax\b|\bimport\b[^\n]*\b(log_)?softmax\b",
 }
-MAX_ANSWERS_BYTES = 256 * 2**20  # larger answer files are not read
+MAX_ANSWERS_BYTES = 64 * 2**20  # an answers file larger than this is not read, packed or unpacked
+MAX_ANSWERS_ENTRIES = 5_000  # tensors and records in one answers file
 
 
-def grading_seed(student: str, exercise: str, secret: str = "") -> int:
-    """The seed of ``student``'s hidden cases for ``exercise``: fixed, so a re-run grades the same;
-    with the course's ``secret`` (kept beside the gradebook) a student cannot work it out beforehand
-    and compute the answers with the public reference library."""
-    return zlib.crc32(f"{secret}/{student}/{exercise}".encode()) & 0x7FFFFFFF
+def grading_seed(student: str, exercise: str, secret: str = "", code_digest: str = "") -> int:
+    """The seed of ``student``'s hidden cases for ``exercise``: HMAC-SHA256 under the course's
+    ``secret`` (kept beside the gradebook) of the student, the exercise and the digest of the student's
+    code. The same notebook gets the same cases at every grading; a changed one gets fresh cases, so
+    inputs seen once are worth nothing."""
+    message = "\0".join((student, exercise, code_digest)).encode()
+    return int.from_bytes(hmac.new(secret.encode(), message, hashlib.sha256).digest()[:8], "big") & (2**63 - 1)
 
 
-def grading_cases(exercise: str, student: str, secret: str = "") -> list[dict]:
+def grading_cases(exercise: str, student: str, secret: str = "", code_digest: str = "") -> list[dict]:
     """Every case ``student``'s answer to ``exercise`` is judged on: the visible ones, then hidden ones."""
-    return visible_cases(exercise) + hidden_cases(exercise, grading_seed(student, exercise, secret))
+    return visible_cases(exercise) + hidden_cases(exercise, grading_seed(student, exercise, secret, code_digest))
 
 
 def sandbox_inputs(cases: dict[str, list[dict]]) -> dict[str, dict]:
@@ -99,17 +108,42 @@ def spelled_forbidden(exercise: str, student_code: str) -> list[str]:
     return [FUSED[key][0] for key in get_exercise(exercise).forbidden if re.search(SPELLINGS[key], code)]
 
 
+def load_answers(path: Path) -> list | str:
+    """The answers saved at ``path``, or why they cannot be judged.
+
+    Only a regular file with no other link to it is opened, without following links; its size and
+    what it unpacks to are checked before anything is unpacked; ``torch.load`` reads it with
+    ``weights_only`` (tensors and containers: data, never code). The reason never quotes the file.
+    """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return "no answers were recorded"
+    except OSError:
+        return "the recorded answers are not a plain file"
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return "the recorded answers are not a plain file"
+        if info.st_size > MAX_ANSWERS_BYTES:
+            return f"the recorded answers are too large to read ({info.st_size} bytes)"
+        data = file.read(MAX_ANSWERS_BYTES + 1)
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+            if len(entries) > MAX_ANSWERS_ENTRIES or sum(e.file_size for e in entries) > MAX_ANSWERS_BYTES:
+                return "the recorded answers unpack to too much data"
+        answers = torch.load(io.BytesIO(data), weights_only=True)
+    except Exception as error:  # anything but plain tensors and containers: not an answer
+        return f"the recorded answers cannot be read ({type(error).__name__})"
+    return answers
+
+
 def judge_recording(exercise: str, cases: list[dict], answers_file: Path) -> str | None:
     """The failure message of ``exercise`` from its recorded answers, or None when every case passes."""
-    if not answers_file.is_file():
-        return (f"{exercise}: no answers were recorded: the test cell did not reach its hidden test "
-                "(an error or the time limit stopped it, or the kernel died)")
-    if answers_file.stat().st_size > MAX_ANSWERS_BYTES:
-        return f"{exercise}: the recorded answers are too large to read ({answers_file.stat().st_size} bytes)"
-    try:
-        answers = torch.load(answers_file, weights_only=True)
-    except Exception as error:  # anything but plain tensors and containers: not an answer
-        return f"{exercise}: the recorded answers cannot be read ({type(error).__name__})"
+    answers = load_answers(answers_file)
+    if isinstance(answers, str):
+        return f"{exercise}: {answers}"
     if not isinstance(answers, list) or len(answers) != len(cases):
         return f"{exercise}: the recorded answers do not match the {len(cases)} cases"
     return failure_report(exercise, [(case, judge(answer, case)) for case, answer in zip(cases, answers)])
@@ -130,22 +164,31 @@ def verdict_outputs(exercises: list[str], problems: list[str | None], cases: dic
     return [nbformat.v4.new_output("stream", name="stdout", text="".join(lines))]
 
 
-def cell_verdict(source: str, cases: dict[str, list[dict]], workdir: Path, student_code: str = "") -> list | None:
-    """The outputs of a graded test cell, judged from the answers in ``workdir``; None if it records none.
+def cell_verdict(source: str, cases: dict[str, list[dict]], answers: dict[str, Path], student_code: str = "",
+                 run=None) -> list:
+    """The whole output of a graded test cell: judged from the answers recorded for its exercises.
 
     ``student_code`` is the solution cell the test cell checks: an exercise whose answer (the
     definition of the function under test there) names one of its forbidden operators fails,
-    whatever its answers.
+    whatever its answers. ``run`` (a ``kernel.CellRun``) says whether the cell ran; a test cell that
+    records no exercise is not one the grader can judge, and scores 0.
     """
     calls = RECORD_CALL.findall(source)
+    if not calls:
+        return verdict_outputs([], ["this test cell records no answers, so the grader cannot judge it"], cases)
     exercises = [exercise for exercise, _ in calls]
-    if not exercises:
-        return None
     problems = []
     for e, name in calls:
         if spelled := spelled_forbidden(e, answer_source(student_code, name)):
             problems.append(f"{e}: your code calls {', '.join(spelled)}, which this exercise does not allow: "
                             "the exercise is to write it yourself")
+        elif run is not None and run.status == "not run":
+            problems.append(f"{e}: this test cell did not run ({run.reason or 'the run stopped before it'})")
+        elif e not in cases or e not in answers:
+            problems.append(f"{e}: no answers were recorded")
         else:
-            problems.append(judge_recording(e, cases[e], workdir / ANSWERS_DIR / f"{e}.pt"))
+            problem = judge_recording(e, cases[e], answers[e])
+            if problem is not None and run is not None and run.status == "interrupted":
+                problem += f" (the cell {run.reason})"
+            problems.append(problem)
     return verdict_outputs(exercises, problems, cases)

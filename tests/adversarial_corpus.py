@@ -12,6 +12,7 @@ is marked xfail with that reason, and the expectation stays what it should be.
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,9 @@ class Entry:
     extra_files: dict[str, str] = field(default_factory=dict)  # written beside the notebook
     notebook_name: str = f"{LESSON.notebook}.ipynb"
     known_issue: str | None = None  # the grader does not do this yet: xfail with this reason
+    write: Callable[[Context, Path], None] | None = None  # lays out its own folder (links, pipes) instead
+    absent: tuple[str, ...] = ()  # texts its feedback page must not hold
+    inert: bool = False  # its feedback page is checked for anything of the student's that could run
 
     def expected_scores(self) -> dict[str, float]:
         if self.problem is not None:
@@ -187,13 +191,6 @@ for folder in {[str(ctx.submissions), str(ctx.project / "solutions")]!r}:
 """
 
 
-WIPE_WORKDIR = """
-import os, shutil
-for name in os.listdir("."):  # everything in its own working folder: answers, inputs, the notebook
-    path = os.path.join(".", name)
-    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
-print("left:", os.listdir("."))
-"""
 SOCKET = """
 import socket
 try:
@@ -263,19 +260,87 @@ import os
 torch.save = _save
 """ + TORCH_SOFTMAX
 
-UNFORBID = """
-_inputs = torch.load("grading_inputs.pt", weights_only=True)
-_inputs["softmax"]["forbidden"] = []  # the grader's list of operators the exercise may not call
-torch.save(_inputs, "grading_inputs.pt")
-""" + TORCH_SOFTMAX
+REFUSED = "it uses code the grader does not run"
 
-SWAP_INPUTS = """
-_inputs = torch.load("grading_inputs.pt", weights_only=True)
-_known = torch.load("visible_cases.pt", weights_only=True)["softmax"][0]
-for _case in _inputs["softmax"]["cases"]:  # every case, hidden ones too, becomes one whose answer is known
-    _case["args"], _case["kwargs"] = _known["args"], _known["kwargs"]
-torch.save(_inputs, "grading_inputs.pt")
-""" + VISIBLE_LOOKUP
+
+def linked_to(target: Callable[[Context], Path], hard: bool = False) -> Callable[[Context, Path], None]:
+    """A submission whose notebook is a link (symbolic, or hard) to ``target``."""
+    def write(ctx: Context, folder: Path) -> None:
+        path = folder / f"{LESSON.notebook}.ipynb"
+        os.link(target(ctx), path) if hard else path.symlink_to(target(ctx))
+    return write
+
+
+def lesson_folder_linked(ctx: Context, folder: Path) -> None:
+    """The lesson folder itself a symbolic link to the honest student's."""
+    folder.rmdir()
+    folder.symlink_to(ctx.submissions / "full_marks" / LESSON.id)
+
+
+def fifo(ctx: Context, folder: Path) -> None:
+    os.mkfifo(folder / f"{LESSON.notebook}.ipynb")
+
+
+def honest_copy(ctx: Context) -> Path:
+    return ctx.submissions / "full_marks" / LESSON.id / f"{LESSON.notebook}.ipynb"
+
+
+def instructors_source(ctx: Context) -> Path:
+    """The instructor's notebook as the grader writes it into the course root (out/solutions/...)."""
+    path = ctx.out / "solutions" / LESSON.id / f"{LESSON.notebook}.ipynb"
+    if not path.exists():  # the grader writes it while grading; an attacker can only point at it beforehand
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(released(), path)
+    return path
+
+
+def grading_secret(ctx: Context) -> Path:
+    path = ctx.out / "grading_secret.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("0123456789abcdef-course-secret")
+    path.chmod(0o600)
+    return path
+
+
+# Markdown a student writes in an answer cell: script, an event handler, javascript: links and images.
+HOSTILE_MARKDOWN = """My answer.
+
+<script>document.title = "pwned-by-script"</script>
+<img src="x" onerror="document.title='pwned-by-onerror'">
+[click](javascript:alert('pwned-by-link')) and [CLICK](JaVaScRiPt:alert(1)) and ![i](javascript:alert(2))
+
+[ref]: javascript:alert(3)
+"""
+HOSTILE_DISPLAY = """
+from IPython.display import HTML, Javascript, display
+display(HTML('<script>document.title = "pwned-by-display"</script><b onmouseover="alert(1)">hi</b>'))
+display(Javascript('alert("pwned-by-js")'))
+"""
+# Keeps every input it sees, then prints them from a later cell: after the hidden inputs were given out.
+STASH_INPUTS = """
+SEEN = []
+
+def softmax(x, dim=-1):
+    SEEN.append(x.clone())
+    e = torch.exp(x - x.amax(dim=dim, keepdim=True))
+    return e / e.sum(dim=dim, keepdim=True)
+"""
+PRINT_STASH = "print('stashed inputs:', [t.flatten()[:3].tolist() for t in SEEN])"
+RAISE_INPUT = """
+def padding_mask(lengths, max_len):
+    raise ValueError(f"my inputs: {lengths.tolist()} and {max_len} and a marker 7f3a9c")
+"""
+FAKE_TIMEOUT = """
+class CellTimeoutError(Exception):
+    pass
+
+def softmax(x, dim=-1):
+    raise CellTimeoutError("interrupted")
+"""
+SPARSE_SOFTMAX = """
+def softmax(x, dim=-1):
+    return torch.sparse.softmax(x.to_sparse(), dim).to_dense()
+"""
 
 
 def corpus() -> list[Entry]:
@@ -287,49 +352,11 @@ def corpus() -> list[Entry]:
         Entry("blank", "the release, untouched", lambda c: released(), zero=EVERY_EXERCISE,
               feedback="not implemented yet"),
 
-        # --- cheats: each earns nothing on the exercise it cheats on, and keeps the rest
-        Entry("cheat_allclose", "torch.allclose always True, naive softmax",
-              lambda c: cheat(c, sm, "torch.allclose = lambda *a, **k: True\n" + WRONG_SOFTMAX),
-              zero=(sm,), feedback="softmax: "),
-        Entry("cheat_assert_close", "torch.testing.assert_close a no-op, off-by-one padding mask",
-              lambda c: cheat(c, pm, "torch.testing.assert_close = lambda *a, **k: None\n" + WRONG_PADDING_MASK),
-              zero=(pm,), feedback="padding_mask: "),
-        Entry("cheat_numpy_assert", "numpy.testing.assert_allclose a no-op, bandwidth forgotten",
-              lambda c: cheat(c, nw, "import numpy\nnumpy.testing.assert_allclose = lambda *a, **k: None\n"
-                              + WRONG_NADARAYA_WATSON),
-              zero=(nw,), feedback="nadaraya_watson: "),
+        # --- cheats in plain code: each earns nothing on the exercise it cheats on, and keeps the rest
         Entry("cheat_check_exercise", "check_exercise redefined to print a tick, unscaled attention",
               lambda c: cheat(c, sdpa, "def check_exercise(exercise, fn):\n    print(f'✓ {exercise}: all cases pass')\n"
                               + WRONG_SDPA),
               zero=(sdpa,), feedback="scaled_dot_product_attention: "),
-        Entry("cheat_checks_module", "course_kit.checks.compare patched to pass, naive softmax",
-              lambda c: cheat(c, sm, "import sys\nsys.modules['course_kit.checks'].compare = lambda *a, **k: None\n"
-                              "sys.modules['course_kit.checks'].compare_case = lambda *a, **k: None\n"
-                              + WRONG_SOFTMAX),
-              zero=(sm,), feedback="softmax: "),
-        Entry("cheat_builtins", "builtins.AssertionError replaced (CheckFailed no longer is one), off-by-one mask",
-              lambda c: cheat(c, pm, "import builtins\nbuiltins.AssertionError = type('AssertionError', (Exception,), {})\n"
-                              + WRONG_PADDING_MASK),
-              zero=(pm,), feedback="padding_mask: "),
-        Entry("cheat_ipython_swallow", "an IPython custom exception handler that prints a tick, bandwidth forgotten",
-              lambda c: cheat(c, nw, "get_ipython().set_custom_exc((Exception,), lambda *a, **k: print('✓ all cases pass'))\n"
-                              + WRONG_NADARAYA_WATSON),
-              zero=(nw,), feedback="nadaraya_watson: "),
-        Entry("cheat_record_fake", "record_answers replaced: writes made-up softmax answers (uniform weights)",
-              lambda c: cheat(c, sm, _record_patch("torch.full_like(c['args'][0], 0.25)") + WRONG_SOFTMAX),
-              zero=(sm,), feedback="softmax: "),
-        Entry("cheat_record_forbidden", "record_answers replaced: answers computed with torch.softmax, nothing flagged",
-              lambda c: cheat(c, sm, _record_patch("torch.softmax(c['args'][0], dim=c['kwargs'].get('dim', -1))")
-                              + TORCH_SOFTMAX),
-              zero=(sm,), feedback=forbidden_softmax),
-        Entry("cheat_torch_save", "torch.save patched: the softmax answers rewritten with torch.softmax",
-              lambda c: cheat(c, sm, TORCH_SAVE_PATCH), zero=(sm,), feedback=forbidden_softmax),
-        Entry("cheat_visible_cases", "softmax looks up visible_cases.pt and returns the stored outputs",
-              lambda c: cheat(c, sm, VISIBLE_LOOKUP), zero=(sm,), feedback="hidden: "),
-        Entry("cheat_unforbid_inputs", "grading_inputs.pt rewritten with no forbidden operators; torch.softmax",
-              lambda c: cheat(c, sm, UNFORBID), zero=(sm,), feedback=forbidden_softmax),
-        Entry("cheat_swap_inputs", "grading_inputs.pt's softmax cases replaced by a visible one; stored outputs",
-              lambda c: cheat(c, sm, SWAP_INPUTS), zero=(sm,)),
         Entry("cheat_fused_sdpa", "F.scaled_dot_product_attention in scaled_dot_product_attention",
               lambda c: cheat(c, sdpa, "def scaled_dot_product_attention(query, key, value, attn_mask=None, "
                               "is_causal=False, scale=None):\n    return F.scaled_dot_product_attention(query, key, "
@@ -340,12 +367,61 @@ def corpus() -> list[Entry]:
         Entry("cheat_tensor_softmax", "x.softmax in softmax",
               lambda c: cheat(c, sm, "def softmax(x, dim=-1):\n    return x.softmax(dim)\n"),
               zero=(sm,), feedback=forbidden_softmax),
+        Entry("cheat_sparse_softmax", "torch.sparse.softmax in softmax", lambda c: cheat(c, sm, SPARSE_SOFTMAX),
+              zero=(sm,), feedback=forbidden_softmax),
+        Entry("cheat_helper_softmax", "torch.softmax bound to a name in another cell, called by softmax",
+              lambda c: with_cell(cheat(c, sm, "def softmax(x, dim=-1):\n    return normalise(x, dim)\n"),
+                                  "normalise = torch.softmax"),
+              zero=(sm,), feedback=forbidden_softmax),
+        Entry("fake_timeout", "softmax raises an error named CellTimeoutError: no note, no points",
+              lambda c: cheat(c, sm, FAKE_TIMEOUT), zero=(sm,), feedback="raised CellTimeoutError"),
+
+        # --- code that reaches around the grader: refused before it runs, scores 0
+        Entry("cheat_allclose", "torch.allclose always True, naive softmax",
+              lambda c: cheat(c, sm, "torch.allclose = lambda *a, **k: True\n" + WRONG_SOFTMAX),
+              problem=REFUSED, feedback="changes a module"),
+        Entry("cheat_checks_module", "course_kit.checks.compare patched through sys.modules",
+              lambda c: cheat(c, sm, "import sys\nsys.modules['course_kit.checks'].compare = lambda *a, **k: None\n"
+                              + WRONG_SOFTMAX),
+              problem=REFUSED, feedback="`import sys`"),
+        Entry("cheat_builtins", "builtins.AssertionError replaced",
+              lambda c: cheat(c, pm, "import builtins\nbuiltins.AssertionError = type('A', (Exception,), {})\n"
+                              + WRONG_PADDING_MASK), problem=REFUSED),
+        Entry("cheat_ipython_swallow", "an IPython custom exception handler that prints a tick",
+              lambda c: cheat(c, nw, "get_ipython().set_custom_exc((Exception,), lambda *a, **k: print('✓'))\n"
+                              + WRONG_NADARAYA_WATSON), problem=REFUSED, feedback="`get_ipython`"),
+        Entry("cheat_record_fake", "record_answers replaced: made-up softmax answers",
+              lambda c: cheat(c, sm, _record_patch("torch.full_like(c['args'][0], 0.25)") + WRONG_SOFTMAX),
+              problem=REFUSED),
+        Entry("cheat_torch_save", "torch.save patched to rewrite the answers", lambda c: cheat(c, sm, TORCH_SAVE_PATCH),
+              problem=REFUSED),
+        Entry("cheat_visible_cases", "softmax looks up visible_cases.pt and returns the stored outputs",
+              lambda c: cheat(c, sm, VISIBLE_LOOKUP), problem=REFUSED, feedback="`torch.load`"),
         Entry("cheat_aten_softmax", "torch.ops.aten._softmax in softmax",
               lambda c: cheat(c, sm, "def softmax(x, dim=-1):\n    return torch.ops.aten._softmax(x, dim, False)\n"),
-              zero=(sm,), feedback=forbidden_softmax),
+              problem=REFUSED),
+        Entry("cheat_masked_softmax", "torch._masked_softmax, a private operator",
+              lambda c: cheat(c, sm, "def softmax(x, dim=-1):\n    return torch._masked_softmax(x, None, dim)\n"),
+              problem=REFUSED, feedback="private parts of a library"),
+        Entry("cheat_decomposition", "the decompositions' Python softmax (torch._refs)",
+              lambda c: cheat(c, sm, "from torch._refs import softmax\n"), problem=REFUSED),
+        Entry("cheat_getattr", "torch.softmax reached by a string", lambda c: cheat(c, sm,
+              "def softmax(x, dim=-1):\n    return getattr(torch, 'soft' + 'max')(x, dim)\n"), problem=REFUSED),
+        Entry("cheat_thread", "torch.softmax run on a threading.Timer", lambda c: cheat(c, sm,
+              "import threading\n" + TORCH_SOFTMAX), problem=REFUSED, feedback="`import threading`"),
+        Entry("cheat_ctypes", "libtorch's softmax called through ctypes", lambda c: cheat(c, sm,
+              "import ctypes\n" + TORCH_SOFTMAX), problem=REFUSED, feedback="`import ctypes`"),
         Entry("cheat_reference_import", "softmax imported from the instructor's course_lib",
-              lambda c: cheat(c, sm, "from course_lib.softmax import softmax\n"),
-              zero=(sm,), feedback="No module named 'course_lib'"),
+              lambda c: cheat(c, sm, "from course_lib.softmax import softmax\n"), problem=REFUSED),
+        Entry("attack_files", "writes over the project, the gradebook, other students' files and /root",
+              lambda c: with_cell(full_marks(c), attack_files(c)), problem=REFUSED),
+        Entry("background_process", "starts sleepers in new sessions that would outlive the notebook",
+              lambda c: with_cell(full_marks(c), background(c)), problem=REFUSED),
+        Entry("fork_bomb", "a process that forks for ever", lambda c: with_cell(full_marks(c), fork_bomb(c)),
+              problem=REFUSED),
+        Entry("socket", "connects to 1.1.1.1:53", lambda c: with_cell(full_marks(c), SOCKET), problem=REFUSED),
+        Entry("magic_shell", "a shell command in a cell", lambda c: with_cell(full_marks(c), "!cat /etc/passwd"),
+              problem=REFUSED, feedback="IPython magics"),
 
         # --- edited cells: nbgrader restores the test cells, and the grader says so
         Entry("deleted_test_cell", "softmax_tests deleted", lambda c: edit_test_cell(c, "softmax_tests", _delete),
@@ -359,53 +435,101 @@ def corpus() -> list[Entry]:
         Entry("test_cell_duplicated", "causal_mask_tests duplicated",
               lambda c: edit_test_cell(c, "causal_mask_tests", _duplicate), note="appeared more than once"),
 
-        # --- broken submissions
+        # --- broken or linked submissions: refused with a reason that quotes no file
         Entry("invalid_json", "raw bytes, not JSON", lambda c: b'{"cells": [\x00\xff\xfe not json',
               problem="not a valid notebook"),
         Entry("misnamed", "the notebook handed in under another name", lambda c: full_marks(c),
               notebook_name="my_attention.ipynb", problem="missing notebook dot_product_attention.ipynb"),
+        Entry("symlink_to_classmate", "the notebook a symbolic link to a classmate's", lambda c: None,
+              write=linked_to(honest_copy), problem="not a regular file"),
+        Entry("hardlink_to_classmate", "the notebook a hard link to a classmate's", lambda c: None,
+              write=linked_to(honest_copy, hard=True), problem="is a hard link to another file"),
+        Entry("symlink_to_solutions", "the notebook a symbolic link to the instructor's source", lambda c: None,
+              write=linked_to(instructors_source), problem="not a regular file", absent=("BEGIN SOLUTION",)),
+        Entry("hardlink_to_secret", "the notebook a hard link to the grader's secret", lambda c: None,
+              write=linked_to(grading_secret, hard=True), problem="is a hard link to another file",
+              absent=("0123456789abcdef",)),
+        Entry("linked_lesson_folder", "the lesson folder a link to a classmate's", lambda c: None,
+              write=lesson_folder_linked, problem="the lesson's folder is a link"),
+        Entry("fifo", "a named pipe in place of the notebook", lambda c: None, write=fifo,
+              problem="not a regular file (a link, a pipe or a device?)"),
+        Entry("huge_metadata", "notebook metadata of 200,000 keys", lambda c: _with_metadata(full_marks(c))),
+        Entry("deep_tree", "1,100 nested folders beside the notebook", lambda c: None, write=deep_tree),
         Entry("extra_files", "two extra files beside the notebook", lambda c: full_marks(c),
               extra_files={"notes.txt": "sentinel: another student's file\n", "helper.py": "x = 1\n"},
               note="extra files ignored"),
-        # Its page shows the first lines and nbgrader's LimitOutput marker, not 50 MB.
-        Entry("huge_output", "prints 50 MB", lambda c: with_cell(full_marks(c), 'import sys\n'
-              'sys.stdout.write(("x" * 99 + "\\n") * 500_000)\nprint("done")'), feedback="Output truncated"),
+
+        # --- output: bounded, plain text, nothing of the student's runs in the instructor's browser
+        Entry("huge_output", "prints 50 MB", lambda c: with_cell(full_marks(c),
+              'print(("x" * 99 + "\\n") * 500_000)\nprint("done")'), feedback="output truncated"),
+        Entry("many_outputs", "15,000 tiny displays", lambda c: with_cell(full_marks(c),
+              "from IPython.display import display\nfor i in range(15_000):\n    display(i)")),
+        Entry("hostile_markdown", "script, onerror and javascript: links in a markdown cell",
+              lambda c: with_markdown(full_marks(c), HOSTILE_MARKDOWN),
+              inert=True),
+        Entry("hostile_display", "HTML and JavaScript displayed from a cell", lambda c: with_cell(full_marks(c),
+              HOSTILE_DISPLAY), inert=True, absent=("pwned-by-js",)),
+
+        # --- hidden inputs stay hidden: nothing printed after they were given out reaches the feedback
+        Entry("stash_inputs", "softmax keeps its inputs; a last cell prints them", lambda c: with_cell(
+              cheat(c, sm, STASH_INPUTS), PRINT_STASH, after=None), feedback="output withheld",
+              absent=("stashed inputs:",)),
+        Entry("raise_input", "padding_mask raises with its inputs in the message", lambda c: cheat(c, pm, RAISE_INPUT),
+              zero=(pm,), feedback="hidden: ", absent=("7f3a9c",)),
+
+        # --- resources: a cell that loops is stopped by its CPU time, a memory bomb by the limits
         Entry("infinite_loop", "`while True: pass` at the top of the softmax cell",
               lambda c: cheat(c, sm, "while True:\n    pass\n" + solution(c, sm)), zero=(sm,),
-              note="ran past the 10 s limit per cell and was interrupted", feedback="CellTimeoutError"),
+              note="used more than 10 s of CPU time and was interrupted", feedback="CellTimeoutError"),
+        Entry("sleeper", "a cell that sleeps far past the clock allowance", lambda c: with_cell(full_marks(c),
+              "import time\ntime.sleep(10_000)"), note="waited", feedback="without computing"),
         Entry("memory_bomb", "bytearray(16 GiB) in an extra cell",
               lambda c: with_cell(full_marks(c), "hog = bytearray(16 * 2**30)"), feedback="MemoryError"),
-        # Contained by the run's pids cgroup (64), which the bomb fills: the kernel can then start no
-        # thread, so record_answers' profiler fails in every test cell ("Resource temporarily
-        # unavailable") and the submission earns nothing. Self-inflicted, like crashing its own kernel;
-        # the other students' grades are untouched (every other entry is graded at the same time).
-        # Held at the run's 64 processes and its CPU share; the kernel goes on (the recorder does without
-        # the profiler, which cannot start a thread then), so the answers are graded as they are.
-        Entry("fork_bomb", "a process that forks for ever, from an extra cell",
-              lambda c: with_cell(full_marks(c), fork_bomb(c))),
-        Entry("os_exit", "os._exit(0) in an extra cell", lambda c: with_cell(full_marks(c), "import os\nos._exit(0)"),
-              problem="kernel died"),
-        Entry("sys_exit", "sys.exit() in an extra cell", lambda c: with_cell(full_marks(c), "import sys\nsys.exit()")),
-        Entry("segfault", "ctypes.string_at(0) in an extra cell",
-              lambda c: with_cell(full_marks(c), "import ctypes\nctypes.string_at(0)"), problem="kernel died"),
-        Entry("attack_files", "writes over the project, the gradebook, other students' files and /root",
-              lambda c: with_cell(full_marks(c), attack_files(c))),
-        Entry("wipe_workdir", "deletes everything in its working folder at the end",
-              lambda c: with_cell(full_marks(c), WIPE_WORKDIR, after=None),
-              zero=EVERY_EXERCISE, feedback="no answers were recorded"),
-        Entry("socket", "connects to 1.1.1.1:53 (a connection would cost every mark)",
-              lambda c: with_cell(full_marks(c), SOCKET), feedback="no network"),
-        Entry("background_process", "starts sleepers in new sessions that would outlive the notebook",
-              lambda c: with_cell(full_marks(c), background(c))),
     ]
     return entries
 
 
+def deep_tree(ctx: Context, folder: Path) -> None:
+    """The honest notebook, beside a chain of 1,100 nested folders (a walk that recursed would crash)."""
+    nbformat.write(full_marks(ctx), folder / f"{LESSON.notebook}.ipynb")
+    chain = str(folder)
+    for _ in range(1_100):  # one level at a time: pathlib's mkdir(parents=True) itself recurses
+        chain += "/d"
+        os.mkdir(chain)
+    with open(chain + "/deep.txt", "w") as file:
+        file.write("at the bottom")
+
+
+# Student folders whose names nbgrader cannot take (glob patterns, control characters, formulas):
+# each is reported and skipped, and never stops the others.
+UNSAFE_NAMES = ("?*", "[ab]", "evil\x1b[31mred\nfake summary line", "=HYPERLINK(\"http://x\")", "-cmd")
+
+
+def write_unsafe_names(ctx: Context) -> None:
+    for name in UNSAFE_NAMES:
+        folder = ctx.submissions / name / LESSON.id
+        folder.mkdir(parents=True)
+        nbformat.write(full_marks(ctx), folder / f"{LESSON.notebook}.ipynb")
+
+
+def with_markdown(notebook: nbformat.NotebookNode, text: str) -> nbformat.NotebookNode:
+    notebook.cells.insert(index_of(notebook, "softmax") + 1, nbformat.v4.new_markdown_cell(text))
+    return notebook
+
+
+def _with_metadata(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    notebook.metadata["junk"] = {f"k{i}": i for i in range(200_000)}
+    return notebook
+
+
 def write_corpus(ctx: Context, entries: list[Entry]) -> None:
     """Every entry's submission, in nbgrader's layout under ``ctx.submissions``."""
-    for entry in entries:
+    for entry in sorted(entries, key=lambda e: e.write is not None):  # linked ones last: their targets exist
         folder = ctx.submissions / entry.student / LESSON.id
         folder.mkdir(parents=True)
+        if entry.write is not None:
+            entry.write(ctx, folder)
+            continue
         built = entry.build(ctx)
         if isinstance(built, bytes):
             (folder / entry.notebook_name).write_bytes(built)

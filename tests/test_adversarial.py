@@ -15,10 +15,13 @@ import uuid
 from pathlib import Path
 
 import pytest
+from bs4 import BeautifulSoup
 from nbgrader.api import Gradebook
 
-from adversarial_corpus import LESSON, POINTS, Context, corpus, write_corpus
+from adversarial_corpus import LESSON, POINTS, UNSAFE_NAMES, Context, corpus, write_corpus, write_unsafe_names
 from autograde.grade import autograde
+
+pytestmark = pytest.mark.slow  # whole classes graded
 
 PROJECT = Path(__file__).resolve().parents[1]
 ENTRIES = corpus()
@@ -52,6 +55,7 @@ def graded(tmp_path_factory):
     ctx = Context(project=PROJECT, submissions=root / "submissions", out=root / "out",
                   marker=f"attention-corpus-{uuid.uuid4().hex}")
     write_corpus(ctx, ENTRIES)
+    write_unsafe_names(ctx)
     watched = [PROJECT / path for path in INSTRUCTOR_FILES] + sorted(p for p in ctx.submissions.rglob("*") if p.is_file())
     before = digests(watched)
     start = time.monotonic()
@@ -89,6 +93,25 @@ def test_corpus_entry_is_graded_as_expected(graded, entry):
     if shown is not None:
         text = html.unescape(page.read_text())
         assert shown in text, f"{context}: {shown!r} not in its feedback page"
+    for absent in entry.absent:
+        assert absent not in page.read_text(), f"{context}: {absent!r} is in its feedback page"
+    if entry.inert:
+        assert live_content(page.read_text()) == [], context
+
+
+def live_content(page: str) -> list[str]:
+    """What in a feedback page could run in the instructor's browser, besides the page's own MathJax."""
+    soup = BeautifulSoup(page, "html.parser")
+    found = [f"<{tag.name}>" for tag in soup.find_all(["script", "iframe", "object", "embed", "form", "base"])
+             if not (tag.name == "script" and ("mathjax" in (tag.get("src") or "").lower()
+                                               or tag.get("type") == "text/x-mathjax-config"))]
+    for tag in soup.find_all(True):
+        found += [f"<{tag.name} {name}>" for name in tag.attrs if name.lower().startswith("on")]
+        for name in ("href", "src", "action", "formaction", "xlink:href"):
+            value = "".join(str(tag.get(name) or "").split()).lower()
+            if value.startswith(("javascript:", "vbscript:", "data:text")):
+                found.append(f"<{tag.name} {name}={value[:30]}>")
+    return found
 
 
 def test_the_corpus_is_large_and_graded_in_one_run(graded):
@@ -122,3 +145,17 @@ def test_gradebook_holds_exactly_the_reported_scores(graded):
 def test_no_process_started_by_a_submission_survives_the_run(graded):
     assert graded["survivors"] == []
     assert processes_with(graded["ctx"].marker) == []
+
+
+def test_unsafe_student_names_are_reported_escaped_and_skipped(graded):
+    grades, out = graded["grades"], graded["ctx"].out
+    skipped = [p for p in grades.problems if "cannot be a student id in nbgrader" in p.reason]
+    assert len(skipped) == len(UNSAFE_NAMES)
+    assert not any(c.student in UNSAFE_NAMES for c in grades.cells)
+    table = grades.table()
+    assert "\x1b" not in table and "\nfake summary line" not in table and "\\x1b[31mred\\nfake" in table
+    problems = (out / "problems.csv").read_text()
+    assert "\x1b" not in problems and "\n'=HYPERLINK" not in problems
+    for line in problems.splitlines()[1:]:
+        assert not line.startswith(("=", "+", "-", "@")), line
+    assert "'=HYPERLINK" in problems and "'-cmd" in problems

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbgrader.api import Gradebook
 
 from autograde.grade import autograde
 from autograde.demo import fill_in, solution_answers
 from autograde.lessons import LESSONS
+
+pytestmark = pytest.mark.slow  # whole classes graded
 
 PROJECT = Path(__file__).resolve().parents[1]
 LESSON = LESSONS[0]

@@ -9,8 +9,8 @@ import torch
 
 import course_lib
 from course_kit.answers import answers_to
-from autograde.verdict import (cell_verdict, grading_cases, judge_recording, recorded_exercises, sandbox_inputs,
-                              verdict_outputs)
+from autograde.verdict import (cell_verdict, grading_cases, judge_recording, load_answers, recorded_exercises,
+                              sandbox_inputs, verdict_outputs)
 
 EXERCISE = "softmax"
 
@@ -87,11 +87,13 @@ def test_a_passing_cell_gets_a_tick_and_a_failing_one_an_error_nbgrader_scores_z
     cases, _ = record(tmp_path, course_lib.softmax)
     source = 'from course_kit.answers import record_answers\nrecord_answers("softmax", softmax)\n'
     assert recorded_exercises(source) == ["softmax"]
-    [tick] = cell_verdict(source, {"softmax": cases}, tmp_path)
+    answers = {"softmax": tmp_path / "answers" / "softmax.pt"}
+    [tick] = cell_verdict(source, {"softmax": cases}, answers)
     assert tick.output_type == "stream" and "✓ softmax" in tick.text and "checked by the grader" in tick.text
     [error] = verdict_outputs(["softmax"], ["softmax: 0 of 12 graded cases pass."], {"softmax": cases})
     assert error.output_type == "error" and error.ename == "CheckFailed"
-    assert cell_verdict("check_exercise('softmax', softmax)", {"softmax": cases}, tmp_path) is None
+    [unjudged] = cell_verdict("check_exercise('softmax', softmax)", {"softmax": cases}, answers)
+    assert unjudged.output_type == "error" and "records no answers" in unjudged.evalue
 
 
 def test_the_code_check_reads_the_answer_not_the_self_checks_around_it(tmp_path):
@@ -100,8 +102,45 @@ def test_the_code_check_reads_the_answer_not_the_self_checks_around_it(tmp_path)
     honest = ("def softmax(x, dim=-1):\n    e = (x - x.amax(dim, keepdim=True)).exp()\n"
               "    return e / e.sum(dim, keepdim=True)\n\n"
               "assert torch.allclose(softmax(torch.ones(3)), torch.softmax(torch.ones(3), -1))  # my own check\n")
-    [tick] = cell_verdict(source, {"softmax": cases}, tmp_path, honest)
+    answers = {"softmax": tmp_path / "answers" / "softmax.pt"}
+    [tick] = cell_verdict(source, {"softmax": cases}, answers, honest)
     assert tick.output_type == "stream"
     delegating = "def softmax(x, dim=-1):\n    '''unlike torch.softmax'''\n    return torch.softmax(x, dim)\n"
-    [error] = cell_verdict(source, {"softmax": cases}, tmp_path, delegating)
+    [error] = cell_verdict(source, {"softmax": cases}, answers, delegating)
     assert "your code calls torch.softmax (or log_softmax)" in error.evalue
+
+
+def test_answers_are_read_only_from_a_plain_file_of_bounded_size_and_never_quoted(tmp_path):
+    cases, path = record(tmp_path, course_lib.softmax)
+    assert isinstance(load_answers(path), list)
+    secret = tmp_path / "grading_secret.txt"
+    secret.write_text("s3cr3t-do-not-show")
+    link = tmp_path / "link.pt"
+    link.symlink_to(secret)
+    hard = tmp_path / "hard.pt"
+    os.link(secret, hard)
+    fifo = tmp_path / "fifo.pt"
+    os.mkfifo(fifo)
+    for bad in (link, hard, fifo):
+        reason = load_answers(bad)
+        assert reason == "the recorded answers are not a plain file", (bad, reason)
+    assert "s3cr3t" not in judge_recording(EXERCISE, cases, secret)
+
+
+def test_answers_that_unpack_to_gigabytes_are_refused_before_unpacking(tmp_path):
+    import zipfile
+    bomb = tmp_path / "bomb.pt"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("archive/data/0", "w", force_zip64=True) as member:
+            for _ in range(128):
+                member.write(bytes(2**20))  # 128 MiB of zeros, a few hundred KB packed
+    assert bomb.stat().st_size < 2**20
+    assert load_answers(bomb) == "the recorded answers unpack to too much data"
+
+
+def test_a_changed_notebook_gets_fresh_hidden_cases_and_the_same_one_the_same():
+    same = grading_cases(EXERCISE, "alice", "secret", "digest-1"), grading_cases(EXERCISE, "alice", "secret", "digest-1")
+    changed = grading_cases(EXERCISE, "alice", "secret", "digest-2")
+    hidden = lambda cases: [c["args"][0] for c in cases if c["hidden"]]  # noqa: E731
+    assert all(torch.equal(a, b) for a, b in zip(hidden(same[0]), hidden(same[1])))
+    assert not all(a.shape == b.shape and torch.equal(a, b) for a, b in zip(hidden(same[0]), hidden(changed)))
