@@ -317,3 +317,37 @@ def test_a_stub_raising_inside_another_error_still_reads_not_implemented():
 
     message = failure(kernel_stub, case(torch.zeros(1), torch.zeros(1)))
     assert message == "ex: not implemented yet: replace the `raise NotImplementedError()` line with your code"
+
+
+# --- constraints measured on the call, and known mistakes named ------------------------------------
+
+def test_a_tensor_larger_than_the_constraint_allows_is_named_with_its_shape():
+    q = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    limited = {**case((q * q).sum(-1), q), "max_tensor_elements": 4 * 64, "constraint": "four rows of scores at a time"}
+
+    def full_scores(x):
+        return (x @ x.T).diagonal().clone()  # (64, 64) scores: the whole matrix at once
+
+    def row_blocks(x):
+        return torch.cat([(x[i:i + 4] @ x.T).diagonal(offset=i) for i in range(0, 64, 4)])
+
+    message = judge(run_case(full_scores, limited), limited)
+    assert message == ("allocated a 64 x 64 tensor; at most 256 elements are allowed here "
+                       "(four rows of scores at a time)")
+    assert judge(run_case(row_blocks, limited), limited) is None
+
+
+def test_matrix_products_beyond_the_allowed_count_are_reported_with_the_ratio():
+    x = torch.ones(8, 8)
+    limited = {**case(x @ x, x), "max_matmul_flops": 2 * 8 * 8 * 8, "constraint": "one product"}
+    assert judge(run_case(lambda t: t @ t, limited), limited) is None
+    message = judge(run_case(lambda t: (t @ t) @ torch.eye(8), limited), limited)
+    assert message.startswith("its matrix products took 2,048 multiply-adds x 2, 2.00x the most allowed (one product)")
+
+
+def test_an_output_that_matches_a_known_mistake_gets_its_hint():
+    x = torch.tensor([[1.0, 2.0], [3.0, 5.0]])
+    right = {**case(x / 2.0, x), "mistakes": [{"hint": "Did you divide by d instead of sqrt(d)?", "expected": x / 4.0}]}
+    message = judge(run_case(lambda t: t / 4.0, right), right)
+    assert message.endswith("Did you divide by d instead of sqrt(d)?")
+    assert "sqrt" not in judge(run_case(lambda t: t * 3.0, right), right)

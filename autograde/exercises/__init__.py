@@ -24,8 +24,8 @@ from typing import Any, Callable
 import torch
 
 from autograde.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash
-from autograde.exercises.base import TOLERANCES, Exercise
-from course_kit.checks import CheckFailed, check_cases
+from autograde.exercises.base import Exercise
+from course_kit.checks import TOLERANCES, CheckFailed, check_cases, compare
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
 LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash)
@@ -67,20 +67,41 @@ def _case(exercise: Exercise, hidden: bool, description: str, args: list, kwargs
     if "expected" in options:
         return {"case": description, "hidden": hidden, "args": args, "kwargs": kwargs, "atol": 0.0, "rtol": 0.0,
                 **options}
-    expected = exercise.reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
-    names = list(expected._fields) if hasattr(expected, "_fields") else None
-    several = isinstance(expected, (tuple, list))
-    outputs = tuple(expected) if several else (expected,)
-    floats = _float_tensors([*args, *kwargs.values()])
-    if floats:
-        outputs = tuple(o.to(floats[0].dtype) if o.is_floating_point() else o for o in outputs)
-    first_float = next((o for o in outputs if o.is_floating_point()), outputs[0])
-    atol, rtol = TOLERANCES.get(first_float.dtype, (0.0, 0.0))
-    case = {"case": description, "hidden": hidden, "args": args, "kwargs": kwargs,
-            "expected": outputs if several else outputs[0], "atol": atol, "rtol": rtol}
+    expected, names = _output(exercise.reference, args, kwargs)
+    first_float = next((o for o in _tensors(expected) if o.is_floating_point()), None)
+    atol, rtol = TOLERANCES.get(first_float.dtype, (0.0, 0.0)) if first_float is not None else (0.0, 0.0)
+    case = {"case": description, "hidden": hidden, "args": args, "kwargs": kwargs, "expected": expected,
+            "atol": atol, "rtol": rtol}
     if names is not None:
         case["names"] = names
+    mistakes = []
+    for mistake in exercise.mistakes:  # only the mistakes this case can tell from the right answer
+        try:
+            wrong, _ = _output(mistake.reference, args, kwargs)
+        except Exception:  # a mistake that cannot even run on these inputs: nothing to recognise
+            continue
+        if compare(wrong, expected, atol=atol, rtol=rtol) is not None:
+            mistakes.append({"hint": mistake.hint, "expected": wrong})
+    if mistakes:
+        case["mistakes"] = mistakes
     return {**case, **options}
+
+
+def _output(reference: Callable, args: list, kwargs: dict) -> tuple[object, list[str] | None]:
+    """``reference`` on the inputs, in float64, cast back to the inputs' dtype; with its outputs' names."""
+    result = reference(*map(_float64, args), **{k: _float64(v) for k, v in kwargs.items()})
+    names = list(result._fields) if hasattr(result, "_fields") else None
+    several = isinstance(result, (tuple, list))
+    outputs = tuple(result) if several else (result,)
+    floats = _float_tensors([*args, *kwargs.values()])
+    if floats:
+        outputs = tuple(o.to(floats[0].dtype) if isinstance(o, torch.Tensor) and o.is_floating_point() else o
+                        for o in outputs)
+    return (outputs if several else outputs[0]), names
+
+
+def _tensors(value: object) -> list[torch.Tensor]:
+    return [v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, torch.Tensor)]
 
 
 def get_exercise(name: str) -> Exercise:

@@ -7,14 +7,21 @@ from typing import Callable
 
 import torch
 
-# (atol, rtol) by dtype of the expected output; booleans and integers compare exactly.
-TOLERANCES = {torch.float32: (1e-5, 1e-4), torch.float64: (1e-10, 1e-8)}
-
 Inputs = list[tuple]  # (case description, args, kwargs[, options]); see exercises._case
 
 # Fused operators an exercise may not delegate to, by the names answers.FUSED knows. Every
 # exercise forbids the two that compute attention outright; the softmax exercises add softmax.
 DEFAULT_FORBIDDEN = ("scaled_dot_product_attention", "multihead_attention")
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A mistake students really make, as the output it gives: ``reference`` computes that wrong
+    output from a case's inputs (the exercise's reference with the mistake in it), and a failing answer
+    that matches it gets ``hint``, which names the mistake ("did you divide by sqrt(d)?")."""
+
+    hint: str
+    reference: Callable[..., object]
 
 
 @dataclass(frozen=True)
@@ -24,7 +31,8 @@ class Exercise:
     reference: Callable[..., torch.Tensor]
     visible_inputs: Callable[[torch.Generator], Inputs]
     hidden_inputs: Callable[[torch.Generator], Inputs]
-    forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN  # keys of course_kit.answers.FUSED
+    forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN  # keys of course_kit.checks.FUSED
+    mistakes: tuple[Mistake, ...] = ()
 
 
 def randn(g: torch.Generator, *shape: int, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:
