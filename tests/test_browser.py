@@ -66,7 +66,8 @@ LAB_SETTINGS = {
     "@jupyterlab/docmanager-extension/plugin": {"autosave": False},
 }
 ERROR_OUTPUT = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'  # tracebacks and stderr
-FIGURE = ".jp-OutputArea-output img"  # png and svg figures alike render as an <img>
+# A figure's output (png or svg), marked as soon as JupyterLab adds it; the picture is its <img>.
+FIGURE_OUTPUT = '.jp-OutputArea-output[data-mime-type^="image/"]'
 # The status bar's kernel item once the notebook's kernel is connected and waiting ("No Kernel | Initializing"
 # before): a cell run earlier is dropped, or JupyterLab asks which kernel to start.
 KERNEL_IDLE = re.compile(r"^(?!No Kernel).+ \| Idle$")
@@ -198,8 +199,8 @@ def run_until_first_figure(page, lesson: Lesson):
         errors = cell.locator(ERROR_OUTPUT)
         assert errors.count() == 0, (f"{lesson.id}, code cell {index + 1} shows an error in JupyterLab:\n"
                                      + "\n".join(errors.all_inner_texts()))
-        if cell.locator(FIGURE).count():
-            return cell.locator(FIGURE).first
+        if cell.locator(FIGURE_OUTPUT).count():
+            return cell.locator(FIGURE_OUTPUT).first.locator("img")
     pytest.fail(f"{lesson.id}: no figure in the output of its first {MAX_CODE_CELLS} code cells")
 
 
@@ -217,9 +218,9 @@ def test_lesson_runs_in_jupyterlab_and_draws_its_first_figure(lesson, lab, brows
         expect(kernel_status).to_have_count(1, timeout=CELL_TIMEOUT_MS)
         figure = run_until_first_figure(page, lesson)
         figure.scroll_into_view_if_needed()
-        # The image is decoded and has a size: a broken or empty figure has natural size 0 x 0.
-        page.wait_for_function("img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0",
-                               arg=figure.element_handle())
+        # Rendered: the browser decoded the picture and it has a size (a broken image fails to decode).
+        size = figure.evaluate("img => img.decode().then(() => [img.naturalWidth, img.naturalHeight], () => [0, 0])")
+        assert min(size) > 0, f"{lesson.id}: the first figure did not render (image of natural size {size})"
     finally:
         page.screenshot(path=SCREENSHOTS / f"{lesson.id}.png")
         context.close()
