@@ -217,10 +217,10 @@ def test_lesson_runs_in_jupyterlab_and_draws_its_first_figure(lesson, lab, brows
         kernel_status = page.locator("#jp-main-statusbar .jp-StatusBar-TextItem", has_text=KERNEL_IDLE)
         expect(kernel_status).to_have_count(1, timeout=CELL_TIMEOUT_MS)
         figure = run_until_first_figure(page, lesson)
-        figure.scroll_into_view_if_needed()
         # Rendered: the browser decoded the picture and it has a size (a broken image fails to decode).
         size = figure.evaluate("img => img.decode().then(() => [img.naturalWidth, img.naturalHeight], () => [0, 0])")
         assert min(size) > 0, f"{lesson.id}: the first figure did not render (image of natural size {size})"
+        figure.evaluate("img => img.scrollIntoView({block: 'end'})")  # the whole figure, its code above it
     finally:
         page.screenshot(path=SCREENSHOTS / f"{lesson.id}.png")
         context.close()
