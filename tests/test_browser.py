@@ -43,6 +43,7 @@ if CHROMIUM is None:
     pytest.skip("Chromium is not installed: `apt-get install chromium` as root (./course test does, when it can)",
                 allow_module_level=True)
 expect = sync_api.expect
+pytestmark = pytest.mark.slow  # a JupyterLab server and a browser: minutes
 
 PROJECT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = PROJECT / "build" / "screenshots"
