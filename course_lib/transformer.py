@@ -13,8 +13,7 @@ Transformer normalised after the residual sum (Vaswani et al., 2017). Train it w
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 from torch import nn
@@ -29,6 +28,7 @@ __all__ = ["TransformerConfig", "TransformerBlock", "TinyTransformer"]
 class TransformerConfig:
     vocab_size: int
     max_len: int
+    _: KW_ONLY  # the options below are named in every call
     d_model: int = 32
     num_heads: int = 4
     num_layers: int = 2
