@@ -1,7 +1,10 @@
 """course_lib: the reference library of "Attention, from dot-product to FlashAttention".
 
-Mask polarity everywhere in course_lib: a boolean mask is True where a key
-takes part in attention (as in ``F.scaled_dot_product_attention``).
+Mask polarity in course_lib: a boolean mask is True where a key takes part in
+attention (as in ``F.scaled_dot_product_attention``), except where a parameter
+carries the name of ``nn.MultiheadAttention``'s masks (``key_padding_mask``, and
+``attn_mask`` in ``MultiHeadAttention`` and ``packed_multihead_attention``): a
+name from torch means what it means in torch, there True = ignore.
 """
 
 __version__ = "0.1.0"
