@@ -41,9 +41,10 @@ LESSONS: tuple[Lesson, ...] = (
         id="lesson3_multihead",
         notebook="multihead_attention",
         title="Multi-head attention and positions",
-        teaches="why several heads, splitting and merging heads, multi-head self- and cross-attention "
-        "checked against nn.MultiheadAttention, permutation equivariance, sinusoidal and rotary "
-        "positions, the causal mask, decoding with a KV cache and its memory (GQA), a tiny "
+        teaches="why several heads and what they cost, splitting and merging heads (drawn), multi-head self- "
+        "and cross-attention checked against nn.MultiheadAttention, self-attention against recurrence and "
+        "convolution (measured), permutation equivariance, sinusoidal and rotary positions, the causal "
+        "mask, decoding with a KV cache and RoPE at absolute positions, the cache's memory (GQA), a tiny "
         "pre-LN transformer trained to reverse sequences, a layer-by-head grid of attention maps",
     ),
     Lesson(

@@ -45,24 +45,24 @@ def parity_gap(attention: str, mask_kind: str, weights: str, bias: bool, g: torc
     query = torch.randn(B, lq, E, generator=g, dtype=torch.float64)
     key = query if attention == "self" else torch.randn(B, LK, kdim or E, generator=g, dtype=torch.float64)
     value = key if attention == "self" else torch.randn(B, LK, vdim or E, generator=g, dtype=torch.float64)
-    padding = torch.tensor([[True] * LK, [True] * (LK - 2) + [False] * 2])
-    bool_mask = torch.rand(lq, LK, generator=g) < 0.7
-    bool_mask[:, 0] = True
+    ignore_padding = torch.tensor([[False] * LK, [False] * (LK - 2) + [True] * 2])  # True = ignore, as in torch
+    ignore = torch.rand(lq, LK, generator=g) > 0.7
+    ignore[:, 0] = False
     float_mask = torch.randn(lq, LK, generator=g, dtype=torch.float64)
-    causal = torch.ones(lq, LK, dtype=torch.bool).tril()
-    ours_kw, theirs_kw = {}, {}
+    future = torch.ones(lq, LK, dtype=torch.bool).triu(1)
+    kwargs = {}  # the same call for both modules: the masks mean what they mean in torch
     if "padding" in mask_kind:
-        ours_kw["key_padding_mask"], theirs_kw["key_padding_mask"] = padding, ~padding  # torch: True = ignore
+        kwargs["key_padding_mask"] = ignore_padding
     if mask_kind == "bool attn_mask":
-        ours_kw["attn_mask"], theirs_kw["attn_mask"] = bool_mask, ~bool_mask
+        kwargs["attn_mask"] = ignore
     if "float" in mask_kind:
-        ours_kw["attn_mask"] = theirs_kw["attn_mask"] = float_mask
+        kwargs["attn_mask"] = float_mask
     if "is_causal" in mask_kind:
-        ours_kw["is_causal"] = theirs_kw["is_causal"] = True
-        theirs_kw["attn_mask"] = ~causal  # torch's is_causal is a hint that needs the mask
+        kwargs["is_causal"] = True
+        kwargs["attn_mask"] = future  # torch's is_causal is a hint that needs the mask
     need, average = {"no weights": (False, True), "averaged": (True, True), "per head": (True, False)}[weights]
-    out_t, w_t = theirs(query, key, value, need_weights=need, average_attn_weights=average, **theirs_kw)
-    out_o, w_o = ours(query, key, value, need_weights=need, average_attn_weights=average, **ours_kw)
+    out_t, w_t = theirs(query, key, value, need_weights=need, average_attn_weights=average, **kwargs)
+    out_o, w_o = ours(query, key, value, need_weights=need, average_attn_weights=average, **kwargs)
     gap = (out_o - out_t).abs().max().item()
     return max(gap, (w_o - w_t).abs().max().item()) if need else gap
 

@@ -1,7 +1,10 @@
 """course_lib: the reference library of "Attention, from dot-product to FlashAttention".
 
-Mask polarity everywhere in course_lib: a boolean mask is True where a key
-takes part in attention (as in ``F.scaled_dot_product_attention``).
+Mask polarity in course_lib: a boolean mask is True where a key takes part in
+attention (as in ``F.scaled_dot_product_attention``), except where a parameter
+carries the name of ``nn.MultiheadAttention``'s masks (``key_padding_mask``, and
+``attn_mask`` in ``MultiHeadAttention`` and ``packed_multihead_attention``): a
+name from torch means what it means in torch, there True = ignore.
 """
 
 __version__ = "0.1.0"
@@ -29,9 +32,16 @@ from course_lib.flash import (
     flash_attention_forward,
 )
 from course_lib.kernel_regression import nadaraya_watson, nadaraya_watson_weights
-from course_lib.kv_cache import CausalSelfAttention, KVCache, cached_causal_attention, kv_cache_bytes
+from course_lib.kv_cache import CachedAttention, CausalSelfAttention, KVCache, cached_causal_attention, kv_cache_bytes
 from course_lib.masks import causal_mask, padding_mask
-from course_lib.multihead import MultiHeadAttention, merge_heads, multihead_attention, split_heads
+from course_lib.multihead import (
+    MultiHeadAttention,
+    MultiheadAttentionOutput,
+    merge_heads,
+    multihead_attention,
+    packed_multihead_attention,
+    split_heads,
+)
 from course_lib.online_softmax import merge_softmax_states, online_softmax
 from course_lib.positional import apply_rope, rope_angles, sinusoidal_encoding
 from course_lib.softmax import masked_softmax, softmax
@@ -69,6 +79,8 @@ __all__ = [
     "split_heads",
     "merge_heads",
     "multihead_attention",
+    "packed_multihead_attention",
+    "MultiheadAttentionOutput",
     "MultiHeadAttention",
     # positional.py
     "sinusoidal_encoding",
@@ -77,6 +89,7 @@ __all__ = [
     # kv_cache.py
     "kv_cache_bytes",
     "KVCache",
+    "CachedAttention",
     "cached_causal_attention",
     "CausalSelfAttention",
     # transformer.py

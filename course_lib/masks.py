@@ -1,7 +1,8 @@
 """Boolean attention masks: which keys each query may look at.
 
-Polarity everywhere in course_lib: **True = the key takes part** in
-attention, False = it is masked out. This is the polarity of the boolean
+Polarity in course_lib: **True = the key takes part** in attention, False =
+it is masked out (only parameters named after ``nn.MultiheadAttention``'s
+masks keep torch's opposite meaning). This is the polarity of the boolean
 ``attn_mask`` of ``torch.nn.functional.scaled_dot_product_attention``, and
 the opposite of ``nn.MultiheadAttention``'s ``key_padding_mask``.
 """

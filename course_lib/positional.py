@@ -26,7 +26,7 @@ def _even_dim(d: int, name: str) -> None:
 
 
 def sinusoidal_encoding(
-    length: int, d_model: int, base: float = 10000.0, dtype: torch.dtype = torch.float32
+    length: int, d_model: int, *, base: float = 10000.0, dtype: torch.dtype = torch.float32
 ) -> torch.Tensor:
     r"""The sinusoidal positional encoding of Vaswani et al. (2017), one row per position.
 
@@ -50,12 +50,12 @@ def sinusoidal_encoding(
             [0.8415, 0.5403, 0.0100, 0.9999]])
     """
     _even_dim(d_model, "d_model")
-    angles = rope_angles(torch.arange(length, dtype=torch.float64), d_model, base)  # (L, d/2)
+    angles = rope_angles(torch.arange(length, dtype=torch.float64), d_model, base=base)  # (L, d/2)
     encoding = torch.stack([angles.sin(), angles.cos()], dim=-1)  # (L, d/2, 2)
     return encoding.reshape(length, d_model).to(dtype)  # interleave: columns sin_0, cos_0, sin_1, ...
 
 
-def rope_angles(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:
+def rope_angles(positions: torch.Tensor, dim: int, *, base: float = 10000.0) -> torch.Tensor:
     r"""Rotation angles p * theta_i of every position and feature pair, theta_i = base^(-2i / dim).
 
     Shapes:
@@ -73,7 +73,7 @@ def rope_angles(positions: torch.Tensor, dim: int, base: float = 10000.0) -> tor
     return positions[..., None] * theta.to(positions.dtype)  # (..., dim/2)
 
 
-def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: float = 10000.0) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, *, base: float = 10000.0) -> torch.Tensor:
     r"""Rotary position embedding: rotate each interleaved feature pair of x by its position's angle.
 
     Equation (pair i = (x[2i], x[2i+1]), angle a = p * theta_i, theta_i = base^(-2i / d))::
@@ -87,7 +87,9 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: flo
 
     Shapes:
         x: (..., L, d) with d even, floating point.
-        positions: (L,) or broadcastable to (..., L); default 0, 1, ..., L - 1.
+        positions: (L,) or broadcastable to (..., L), integers or floats; default 0, 1, ..., L - 1.
+        Tokens that come after T_old cached ones sit at T_old, T_old + 1, ...: pass
+        ``positions=torch.arange(T_old, T_old + L)`` (see :func:`course_lib.cached_causal_attention`).
         result: same shape and dtype as x.
 
     Reference: Su et al., "RoFormer: Enhanced Transformer with Rotary Position Embedding"
@@ -96,13 +98,15 @@ def apply_rope(x: torch.Tensor, positions: torch.Tensor | None = None, base: flo
     >>> apply_rope(torch.tensor([[1.0, 0.0], [1.0, 0.0]]))  # position 1 turns (1, 0) by 1 radian
     tensor([[1.0000, 0.0000],
             [0.5403, 0.8415]])
+    >>> apply_rope(torch.tensor([[1.0, 0.0]]), positions=torch.tensor([1]))  # the same token at position 1
+    tensor([[0.5403, 0.8415]])
     """
     if not x.is_floating_point() or x.dim() < 2:
         raise ValueError(f"x must be a floating-point (..., L, d) tensor, got {x.dtype} {tuple(x.shape)}.")
     length, dim = x.shape[-2:]
     _even_dim(dim, "the last dim of x")
     positions = torch.arange(length, device=x.device) if positions is None else positions.to(x.device)
-    angles = rope_angles(positions, dim, base)  # (..., L, d/2)
+    angles = rope_angles(positions, dim, base=base)  # (..., L, d/2)
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x_even, x_odd = x[..., 0::2], x[..., 1::2]  # (..., L, d/2) each: the two members of every pair
     rotated = torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1)  # (..., L, d/2, 2)

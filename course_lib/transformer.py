@@ -13,8 +13,7 @@ Transformer normalised after the residual sum (Vaswani et al., 2017). Train it w
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 
 import torch
 from torch import nn
@@ -29,6 +28,7 @@ __all__ = ["TransformerConfig", "TransformerBlock", "TinyTransformer"]
 class TransformerConfig:
     vocab_size: int
     max_len: int
+    _: KW_ONLY  # the options below are named in every call
     d_model: int = 32
     num_heads: int = 4
     num_layers: int = 2
@@ -48,26 +48,30 @@ class TransformerBlock(nn.Module):
         self.feed_forward = nn.Sequential(
             nn.Linear(config.d_model, config.d_ff), nn.ReLU(), nn.Linear(config.d_ff, config.d_model))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The block's output (B, L, E) and its attention weights per head (B, H, L, L)."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm1(x)
-        attended, weights = self.attention(h, is_causal=self.causal, need_weights=True, average_attn_weights=False)
-        x = x + attended
-        return x + self.feed_forward(self.norm2(x)), weights
+        x = x + self.attention(h, h, h, need_weights=False, is_causal=self.causal).attn_output
+        return x + self.feed_forward(self.norm2(x))
+
+    def attention_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """The weights of this block's attention on its input x, per head: (B, H, L, L)."""
+        h = self.norm1(x)
+        return self.attention(h, h, h, average_attn_weights=False, is_causal=self.causal).attn_weights
 
 
 class TinyTransformer(nn.Module):
     r"""Token embeddings + sinusoidal positions, ``num_layers`` pre-LN blocks, a final LN and a linear head.
 
-    ``forward(tokens)`` returns logits (B, L, vocab); ``attention_maps(tokens)`` the weights of
-    every layer and head, (num_layers, B, H, L, L).
+    ``forward(tokens)`` returns logits (B, L, vocab) and computes no attention map;
+    ``attention_maps(tokens)`` returns the weights of every layer and head, (num_layers, B, H, L, L).
 
     Shapes:
         tokens: (B, L) int64 with L <= max_len. result: (B, L, vocab_size).
 
     >>> torch.manual_seed(0) and None
     >>> model = TinyTransformer(TransformerConfig(vocab_size=10, max_len=8))
-    >>> model(torch.zeros(2, 8, dtype=torch.long)).shape, model.attention_maps(torch.zeros(2, 8, dtype=torch.long)).shape
+    >>> tokens = torch.zeros(2, 8, dtype=torch.long)
+    >>> model(tokens).shape, model.attention_maps(tokens).shape
     (torch.Size([2, 8, 10]), torch.Size([2, 2, 4, 8, 8]))
     """
 
@@ -80,23 +84,25 @@ class TinyTransformer(nn.Module):
         self.final_norm = nn.LayerNorm(config.d_model)
         self.head = nn.Linear(config.d_model, config.vocab_size)
 
-    def _run(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token embeddings plus the positions' encodings: (B, L) -> (B, L, E)."""
         length = tokens.shape[-1]
         if length > self.config.max_len:
             raise ValueError(f"sequences of length {length} exceed max_len = {self.config.max_len}.")
         h = self.embedding(tokens)  # (B, L, E)
-        if self.config.positional:
-            h = h + self.positions[:length]
-        maps = []
-        for block in self.blocks:
-            h, weights = block(h)
-            maps.append(weights)
-        return self.head(self.final_norm(h)), torch.stack(maps)  # (B, L, V), (layers, B, H, L, L)
+        return h + self.positions[:length] if self.config.positional else h
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self._run(tokens)[0]
+        h = self.embed(tokens)
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.final_norm(h))  # (B, L, V)
 
     @torch.no_grad()
     def attention_maps(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Attention weights of every layer and head: (num_layers, B, H, L, L)."""
-        return self._run(tokens)[1]
+        """Attention weights of every layer and head: (num_layers, B, H, L, L). Computed only here."""
+        h, maps = self.embed(tokens), []
+        for block in self.blocks:
+            maps.append(block.attention_weights(h))
+            h = block(h)
+        return torch.stack(maps)

@@ -100,21 +100,24 @@ def plain_merge_heads(x):
     return x.transpose(-3, -2).flatten(-2)
 
 
-def plain_multihead(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None, is_causal=False,
+def plain_multihead(query, key, value, W_q, W_k, W_v, W_o, num_heads, *, key_mask=None, is_causal=False,
                     head_scale=True):
-    q, k, v = (plain_split_heads(t, num_heads) for t in (x_q @ W_q, x_kv @ W_k, x_kv @ W_v))
-    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
-    scale = None if head_scale else 1 / math.sqrt(W_q.shape[-1])
-    return plain_merge_heads(plain_attention(q, k, v, mask, is_causal, scale=scale)) @ W_o
+    q, k, v = (plain_split_heads(t, num_heads) for t in (query @ W_q.T, key @ W_k.T, value @ W_v.T))
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    scale = None if head_scale else 1 / math.sqrt(W_q.shape[0])
+    return plain_merge_heads(plain_attention(q, k, v, mask, is_causal, scale=scale)) @ W_o.T
 
 
-def plain_torch_mha(query, key, value, in_w, in_b, out_w, out_b, num_heads, key_padding_mask=None):
+def plain_packed_mha(query, key, value, in_w, in_b, out_w, out_b, num_heads, *, key_padding_mask=None):
     W_q, W_k, W_v = in_w.chunk(3)
     b_q, b_k, b_v = in_b.chunk(3) if in_b is not None else (0, 0, 0)
     q, k, v = (plain_split_heads(t, num_heads) for t in (query @ W_q.T + b_q, key @ W_k.T + b_k, value @ W_v.T + b_v))
-    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
-    out = plain_merge_heads(plain_attention(q, k, v, mask)) @ out_w.T
-    return out if out_b is None else out + out_b
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))  # torch: True = ignore
+    weights = plain_softmax(scores)
+    out = plain_merge_heads(weights @ v) @ out_w.T
+    return (out if out_b is None else out + out_b), weights.mean(dim=1)
 
 
 def plain_sinusoidal(length, d_model, exponent_step=2):  # in float32 throughout, as most students write it
@@ -122,19 +125,28 @@ def plain_sinusoidal(length, d_model, exponent_step=2):  # in float32 throughout
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
 
 
-def plain_rope(x):  # frequencies and angles in x's dtype
+def plain_rope(x, positions=None):  # frequencies and angles in x's dtype
     length, d = x.shape[-2:]
-    angles = torch.arange(length, dtype=x.dtype)[:, None] * 10000 ** (-torch.arange(0, d, 2, dtype=x.dtype) / d)
+    positions = torch.arange(length) if positions is None else positions
+    angles = positions.to(x.dtype)[:, None] * 10000 ** (-torch.arange(0, d, 2, dtype=x.dtype) / d)
     even, odd = x[..., 0::2], x[..., 1::2]
     return torch.stack([even * angles.cos() - odd * angles.sin(), even * angles.sin() + odd * angles.cos()], -1).flatten(-2)
 
 
-def plain_decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache, sees_itself=True):
-    q = plain_split_heads(x_t @ W_q, num_heads)
-    new_k = torch.cat([k_cache, plain_split_heads(x_t @ W_k, num_heads)], dim=-2)
-    new_v = torch.cat([v_cache, plain_split_heads(x_t @ W_v, num_heads)], dim=-2)
-    k, v = (new_k, new_v) if sees_itself else (k_cache, v_cache)
-    return plain_merge_heads(plain_attention(q, k, v)) @ W_o, new_k, new_v
+def neox_rope(x, positions=None):
+    """GPT-NeoX's pairing (i, i + d/2) instead of the interleaved pairs."""
+    halves_to_pairs = x.unflatten(-1, (2, -1)).transpose(-2, -1).flatten(-2)
+    return plain_rope(halves_to_pairs, positions).unflatten(-1, (-1, 2)).transpose(-2, -1).flatten(-2)
+
+
+def plain_cached_attention(x, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache, top_left=False, rope_from_zero=False):
+    t_old, t_new = k_cache.shape[-2], x.shape[-2]
+    positions = torch.arange(t_new) if rope_from_zero else torch.arange(t_old, t_old + t_new)
+    q = plain_rope(plain_split_heads(x @ W_q.T, num_heads), positions)
+    k = torch.cat([k_cache, plain_rope(plain_split_heads(x @ W_k.T, num_heads), positions)], dim=-2)
+    v = torch.cat([v_cache, plain_split_heads(x @ W_v.T, num_heads)], dim=-2)
+    mask = torch.ones(t_new, t_old + t_new, dtype=torch.bool).tril(diagonal=0 if top_left else t_old)
+    return plain_merge_heads(plain_attention(q, k, v, mask)) @ W_o.T, k, v
 
 
 class PerfectReverser(torch.nn.Module):
@@ -150,8 +162,8 @@ class UntrainedReverser(PerfectReverser):
 
 
 PLAIN |= {"split_heads": plain_split_heads, "merge_heads": plain_merge_heads, "multihead_attention": plain_multihead,
-         "mha_with_torch_weights": plain_torch_mha, "sinusoidal_encoding": plain_sinusoidal,
-         "apply_rope": plain_rope, "decode_step": plain_decode_step}
+         "packed_multihead_attention": plain_packed_mha, "sinusoidal_encoding": plain_sinusoidal,
+         "apply_rope": plain_rope, "cached_causal_attention": plain_cached_attention}
 class DateOracle:
     """A perfect date translator: every source string of every day of 1950-2049 in every style."""
 
@@ -226,16 +238,15 @@ MISTAKES = {
     "merge_heads": lambda x: x.reshape(*x.shape[:-3], x.shape[-2], -1),
     # scaled by sqrt(E), the model width, instead of sqrt(D), the head width
     "multihead_attention": lambda *args, **kwargs: plain_multihead(*args, **kwargs, head_scale=False),
-    # torch's key_padding_mask taken in our polarity (True = takes part)
-    "mha_with_torch_weights": lambda q, k, v, in_w, in_b, out_w, out_b, num_heads, key_padding_mask=None:
-        plain_torch_mha(q, k, v, in_w, in_b, out_w, out_b, num_heads,
-                        None if key_padding_mask is None else ~key_padding_mask),
+    # torch's key_padding_mask taken in the course's polarity (True = takes part)
+    "packed_multihead_attention": lambda q, k, v, in_w, in_b, out_w, out_b, num_heads, key_padding_mask=None:
+        plain_packed_mha(q, k, v, in_w, in_b, out_w, out_b, num_heads,
+                         key_padding_mask=None if key_padding_mask is None else ~key_padding_mask),
     # 10000^(i/d) instead of 10000^(2i/d)
     "sinusoidal_encoding": lambda length, d_model: plain_sinusoidal(length, d_model, exponent_step=1),
-    # GPT-NeoX's pairing (i, i + d/2) instead of the interleaved pairs
-    "apply_rope": lambda x: plain_rope(x.unflatten(-1, (2, -1)).transpose(-2, -1).flatten(-2)
-                                       ).unflatten(-1, (-1, 2)).transpose(-2, -1).flatten(-2),
-    "decode_step": lambda *args: plain_decode_step(*args, sees_itself=False),
+    "apply_rope": neox_rope,
+    # the causal mask aligned top-left (is_causal=True) when the cache is not empty
+    "cached_causal_attention": lambda *args: plain_cached_attention(*args, top_left=True),
     "reversal_model": UntrainedReverser(),
     # Lesson 4: the sums merged without rescaling; the causal tile skip compared with the tile's first
     # query; a forward that never rescales its accumulator; a softmax backward summed over one tile.
@@ -310,7 +321,7 @@ def test_every_exercise_of_a_lesson_is_checked_in_its_notebook(lesson):
 
 
 def test_parity_exercise_reference_is_what_nn_multiheadattention_computes():
-    for case in visible_cases("mha_with_torch_weights"):
+    for case in visible_cases("packed_multihead_attention"):
         query, key, value, in_w, in_b, out_w, out_b, num_heads = case["args"]
         module = torch.nn.MultiheadAttention(query.shape[-1], num_heads, bias=in_b is not None, batch_first=True,
                                              dtype=query.dtype)
@@ -320,8 +331,28 @@ def test_parity_exercise_reference_is_what_nn_multiheadattention_computes():
             if in_b is not None:
                 module.in_proj_bias.copy_(in_b)
                 module.out_proj.bias.copy_(out_b)
-        expected, _ = module(query, key, value, key_padding_mask=case["kwargs"].get("key_padding_mask"))
-        torch.testing.assert_close(case["expected"], expected, atol=1e-5, rtol=1e-4)
+        expected = module(query, key, value, key_padding_mask=case["kwargs"].get("key_padding_mask"))
+        assert case["names"] == ["attn_output", "attn_weights"]
+        for ours, theirs in zip(case["expected"], expected):
+            torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-4)
+
+
+def test_cached_attention_cases_decode_a_sequence_token_by_token_into_its_one_causal_pass():
+    cases = visible_cases("cached_causal_attention")
+    one_pass = next(c for c in cases if c["case"].startswith("one causal pass"))
+    steps = [c for c in cases if c["case"].startswith("token by token")]
+    assert len(steps) == one_pass["args"][0].shape[1]
+    torch.testing.assert_close(torch.cat([c["expected"][0] for c in steps], dim=1), one_pass["expected"][0])
+    for step, following in zip(steps, steps[1:]):  # each step's input cache is what the step before returned
+        torch.testing.assert_close(following["args"][6], step["expected"][1])
+        torch.testing.assert_close(following["args"][7], step["expected"][2])
+    torch.testing.assert_close(steps[-1]["expected"][1], one_pass["expected"][1])  # the same rotated keys
+
+
+def test_cached_attention_rotating_new_tokens_from_position_zero_fails_the_visible_test():
+    with pytest.raises(CheckFailed, match=r"cached_causal_attention: \d+ of \d+ visible cases pass"):
+        check_cases(lambda *args: plain_cached_attention(*args, rope_from_zero=True),
+                    visible_cases("cached_causal_attention"), exercise="cached_causal_attention")
 
 
 def test_trained_model_check_fails_a_model_that_has_not_learned_the_task_in_its_hidden_cases_too():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -35,6 +37,13 @@ def test_peak_memory_sees_a_freed_temporary_and_not_what_was_held_before():
 
 def test_time_call_returns_the_median_of_positive_durations():
     assert 0 < time_call(lambda: torch.randn(100, 100) @ torch.randn(100, 100), repeat=3) < 5
+
+
+def test_time_call_minimum_is_the_shortest_call():
+    durations = iter([0.05, 0.03, 0.0, 0.02])  # the warm-up call, then three timed calls: sleep for each in turn
+    assert 0.0 <= time_call(lambda: time.sleep(next(durations)), repeat=3, statistic="min") < 0.015
+    with pytest.raises(ValueError, match='statistic must be "median" or "min"'):
+        time_call(lambda: None, statistic="mean")
 
 
 def test_sdpa_kernel_name_sees_the_math_fallback_when_restricted():

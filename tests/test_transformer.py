@@ -50,6 +50,23 @@ def test_a_causal_model_does_not_look_at_later_tokens():
     assert maps.shape == (2, 2, 4, 8, 8) and torch.all(maps.triu(1) == 0)
 
 
+def test_forward_computes_no_attention_map_and_attention_maps_gives_each_blocks_own():
+    torch.manual_seed(0)
+    model = TinyTransformer(TransformerConfig(10, 8)).eval()
+    tokens = torch.randint(0, 10, (2, 8))
+    returned = []
+    for block in model.blocks:
+        block.attention.register_forward_hook(lambda module, args, kwargs_out: returned.append(kwargs_out[1]))
+    model(tokens)
+    assert len(returned) == 2 and all(weights is None for weights in returned)  # need_weights=False: none made
+    returned.clear()
+    maps = model.attention_maps(tokens)
+    with torch.no_grad():  # layer 0's maps are its attention's weights on the embedded tokens
+        h = model.blocks[0].norm1(model.embed(tokens))
+        expected = model.blocks[0].attention(h, h, h, average_attn_weights=False)[1]
+    torch.testing.assert_close(maps[0], expected)
+
+
 def test_training_is_reproducible_from_its_seeds():
     task = ReversalTask(n_held_out=10)
     runs = []

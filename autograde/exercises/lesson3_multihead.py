@@ -1,4 +1,9 @@
-"""Lesson 3's graded exercises: multi-head attention, positions, the KV cache (solutions/lesson3_multihead)."""
+"""Lesson 3's graded exercises: multi-head attention, positions, the KV cache (solutions/lesson3_multihead).
+
+Every exercise but the trained model has the library function of its name as its reference, called
+as the student's function is called: the student writes ``course_lib``'s signature (or the part of
+it the cases use), so no adapter stands between the two. Weights are in torch's (out, in) layout.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,9 @@ LESSON = "lesson3_multihead"
 MIN_SEQUENCE_ACCURACY = 0.99
 
 
-def _weights(g, e_in, e_out, dtype=torch.float32):
-    """A projection in the lesson's (in, out) layout, scaled as nn.Linear initialises (std ~ 1/sqrt(in))."""
-    return randn(g, e_in, e_out, dtype=dtype, scale=1 / math.sqrt(e_in))
+def _weights(g, e_out, e_in, dtype=torch.float32):
+    """A projection in torch's (out, in) layout, scaled as nn.Linear initialises (std ~ 1/sqrt(in))."""
+    return randn(g, e_out, e_in, dtype=dtype, scale=1 / math.sqrt(e_in))
 
 
 # --- split_heads / merge_heads --------------------------------------------------------------------
@@ -62,54 +67,50 @@ def _merge_heads_hidden(g):
 
 # --- multihead_attention --------------------------------------------------------------------------
 
-def _mha_inputs(g, b, lq, lk, e, ek=None, dtype=torch.float32):
+def _mha_weights(g, e, ek=None, dtype=torch.float32):
+    """W_q (E, E), W_k and W_v (E, E_k), W_o (E, E): torch's (out, in) layout."""
     ek = ek or e
-    x_q, x_kv = randn(g, b, lq, e, dtype=dtype), randn(g, b, lk, ek, dtype=dtype)
-    w = [_weights(g, e, e, dtype), _weights(g, ek, e, dtype), _weights(g, ek, e, dtype), _weights(g, e, e, dtype)]
-    return x_q, x_kv, w
+    return [_weights(g, e, e, dtype), _weights(g, e, ek, dtype), _weights(g, e, ek, dtype), _weights(g, e, e, dtype)]
 
 
 def _multihead_visible(g):
-    x, _, w = _mha_inputs(g, 2, 4, 4, 8)
-    x_q, x_kv, w_cross = _mha_inputs(g, 2, 3, 5, 8)
-    x_q6, x_kv6, w6 = _mha_inputs(g, 1, 3, 5, 8, ek=6)
-    padding = torch.tensor([[True, True, True, True], [True, True, False, False]])  # (B, Lk)
-    x64, _, w64 = _mha_inputs(g, 2, 5, 5, 12, dtype=torch.float64)
+    x, w = randn(g, 2, 4, 8), _mha_weights(g, 8)
+    x_q, memory, w_cross = randn(g, 2, 3, 8), randn(g, 2, 5, 8), _mha_weights(g, 8)
+    x_q6, memory6, w6 = randn(g, 1, 3, 8), randn(g, 1, 5, 6), _mha_weights(g, 8, ek=6)
+    key, value = randn(g, 2, 5, 8), randn(g, 2, 5, 8)
+    takes_part = torch.tensor([[True, True, True, True], [True, True, False, False]])  # (B, Lk)
+    x64, w64 = randn(g, 2, 5, 12, dtype=torch.float64), _mha_weights(g, 12, dtype=torch.float64)
     return [
-        ("self-attention, B=2, L=4, E=8, 2 heads", [x, x, *w, 2], {}),
-        ("one head: plain attention on the projections", [x, x, *w, 1], {}),
-        ("4 heads of width 2", [x, x, *w, 4], {}),
-        ("cross-attention, Lq=3, Lk=5", [x_q, x_kv, *w_cross, 2], {}),
-        ("cross-attention, keys of width 6 (W_k, W_v are 6 x 8)", [x_q6, x_kv6, *w6, 2], {}),
-        ("key_padding_mask (True = takes part): last 2 keys of sequence 1 are padding",
-         [x, x, *w, 2], {"key_padding_mask": padding}),
-        ("is_causal", [x, x, *w, 2], {"is_causal": True}),
-        ("float64, 3 heads, causal", [x64, x64, *w64, 3], {"is_causal": True}),
+        ("self-attention, B=2, L=4, E=8, 2 heads", [x, x, x, *w, 2], {}),
+        ("one head: plain attention on the projections", [x, x, x, *w, 1], {}),
+        ("4 heads of width 2", [x, x, x, *w, 4], {}),
+        ("cross-attention, Lq=3, Lk=5", [x_q, memory, memory, *w_cross, 2], {}),
+        ("cross-attention, keys of width 6: W_k, W_v are (out, in) = (8, 6)", [x_q6, memory6, memory6, *w6, 2], {}),
+        ("key and value are different tensors", [x_q, key, value, *w_cross, 2], {}),
+        ("key_mask (True = takes part): the last 2 keys of sequence 1 are padding",
+         [x, x, x, *w, 2], {"key_mask": takes_part}),
+        ("is_causal", [x, x, x, *w, 2], {"is_causal": True}),
+        ("float64, 3 heads, causal", [x64, x64, x64, *w64, 3], {"is_causal": True}),
     ]
 
 
 def _multihead_hidden(g):
     b, lq, lk, h, d = size(g, 1, 3), size(g, 1, 7), size(g, 1, 7), size(g, 1, 4), size(g, 1, 6)
     e = h * d
-    x_q, x_kv, w = _mha_inputs(g, b, lq, lk, e)
-    x_self, _, _ = _mha_inputs(g, b, lq, lq, e)
+    x_q, key, value, w = randn(g, b, lq, e), randn(g, b, lk, e), randn(g, b, lk, e), _mha_weights(g, e)
+    x_self = randn(g, b, lq, e)
     lengths = torch.randint(1, lk + 1, (b,), generator=g)
-    padding = torch.arange(lk)[None, :] < lengths[:, None]  # (B, Lk), every sequence keeps a key
-    x64, _, w64 = _mha_inputs(g, b, lq, lq, e, dtype=torch.float64)
+    takes_part = torch.arange(lk)[None, :] < lengths[:, None]  # (B, Lk), every sequence keeps a key
+    x64, w64 = randn(g, b, lq, e, dtype=torch.float64), _mha_weights(g, e, dtype=torch.float64)
     return [
-        (f"cross-attention, B={b}, Lq={lq}, Lk={lk}, E={e}, {h} heads", [x_q, x_kv, *w, h], {}),
-        ("random key_padding_mask", [x_q, x_kv, *w, h], {"key_padding_mask": padding}),
-        ("self-attention, is_causal", [x_self, x_self, *w, h], {"is_causal": True}),
-        ("non-contiguous inputs and weights", [noncontiguous(x_q), noncontiguous(x_kv), *map(noncontiguous, w), h], {}),
-        ("single query", [x_q[:, :1], x_kv, *w, h], {}),
-        ("float64, causal", [x64, x64, *w64, h], {"is_causal": True}),
+        (f"cross-attention, B={b}, Lq={lq}, Lk={lk}, E={e}, {h} heads", [x_q, key, value, *w, h], {}),
+        ("random key_mask", [x_q, key, value, *w, h], {"key_mask": takes_part}),
+        ("self-attention, is_causal", [x_self, x_self, x_self, *w, h], {"is_causal": True}),
+        ("non-contiguous inputs and weights",
+         [noncontiguous(x_q), noncontiguous(key), noncontiguous(value), *map(noncontiguous, w), h], {}),
+        ("single query", [x_q[:, :1], key, value, *w, h], {}),
+        ("float64, causal", [x64, x64, x64, *w64, h], {"is_causal": True}),
     ]
-
-
-def _multihead_attention_reference(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None,
-                                   is_causal=False):
-    return course_lib.multihead_attention(x_q, x_kv, x_kv, W_q, W_k, W_v, W_o, num_heads,
-                                          key_padding_mask=key_padding_mask, is_causal=is_causal)[0]
 
 
 # --- parity with nn.MultiheadAttention ------------------------------------------------------------
@@ -123,23 +124,23 @@ def _torch_parameters(g, e, dtype=torch.float32, bias=True):
     return [in_w, randn(g, 3 * e, dtype=dtype, scale=0.1), out_w, randn(g, e, dtype=dtype, scale=0.1)]
 
 
-def _torch_mha_visible(g):
+def _packed_visible(g):
     x = randn(g, 2, 4, 8)
-    x_q, x_kv = randn(g, 2, 3, 8), randn(g, 2, 5, 8)
+    x_q, memory = randn(g, 2, 3, 8), randn(g, 2, 5, 8)
     params = _torch_parameters(g, 8)
     ignore = torch.tensor([[False, False, False, False, False], [False, False, False, True, True]])  # torch: True = ignore
     x64 = randn(g, 1, 6, 6, dtype=torch.float64)
     return [
         ("self-attention, E=8, 2 heads", [x, x, x, *params, 2], {}),
-        ("cross-attention, Lq=3, Lk=5, 4 heads", [x_q, x_kv, x_kv, *params, 4], {}),
+        ("cross-attention, Lq=3, Lk=5, 4 heads", [x_q, memory, memory, *params, 4], {}),
         ("bias=False: in_proj_bias and out_proj_bias are None", [x, x, x, *_torch_parameters(g, 8, bias=False), 2], {}),
         ("key_padding_mask in torch's polarity (True = ignore the key)",
-         [x_q, x_kv, x_kv, *params, 2], {"key_padding_mask": ignore}),
+         [x_q, memory, memory, *params, 2], {"key_padding_mask": ignore}),
         ("float64, E=6, 3 heads", [x64, x64, x64, *_torch_parameters(g, 6, dtype=torch.float64), 3], {}),
     ]
 
 
-def _torch_mha_hidden(g):
+def _packed_hidden(g):
     b, lq, lk, h, d = size(g, 1, 3), size(g, 1, 7), size(g, 1, 7), size(g, 1, 4), size(g, 1, 6)
     e = h * d
     x_q, k, v = randn(g, b, lq, e), randn(g, b, lk, e), randn(g, b, lk, e)
@@ -152,16 +153,6 @@ def _torch_mha_hidden(g):
         ("bias=False", [x_q, k, v, *_torch_parameters(g, e, bias=False), h], {}),
         ("float64", [x_q.double(), k.double(), v.double(), *_torch_parameters(g, e, dtype=torch.float64), h], {}),
     ]
-
-
-def _torch_mha_reference(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
-                         num_heads, key_padding_mask=None):
-    """torch's packed layout unpacked into the lesson's: W = weight.T, and the mask's polarity flipped."""
-    W_q, W_k, W_v = (w.T for w in in_proj_weight.chunk(3))
-    b_q, b_k, b_v = (None, None, None) if in_proj_bias is None else in_proj_bias.chunk(3)
-    return course_lib.multihead_attention(
-        query, key, value, W_q, W_k, W_v, out_proj_weight.T, num_heads, b_q=b_q, b_k=b_k, b_v=b_v, b_o=out_proj_bias,
-        key_padding_mask=None if key_padding_mask is None else ~key_padding_mask)[0]
 
 
 # --- positions ------------------------------------------------------------------------------------
@@ -184,48 +175,72 @@ def _rope_visible(g):
         ("L=3, d=4: pairs are (x0, x1) and (x2, x3)", [torch.arange(12.0).reshape(3, 4)], {}),
         ("(B=2, H=2, L=5, D=8)", [randn(g, 2, 2, 5, 8)], {}),
         ("float64, L=6, d=16", [randn(g, 6, 16, dtype=torch.float64)], {}),
+        ("positions=tensor([5, 6, 7]): 3 new tokens after 5 cached ones, (B=1, H=2, L=3, D=4)",
+         [randn(g, 1, 2, 3, 4)], {"positions": torch.tensor([5, 6, 7])}),
+        ("(1, 0) at positions=tensor([1]): the row of position 1 above", [unit[:1]], {"positions": torch.tensor([1])}),
     ]
 
 
 def _rope_hidden(g):
     b, h, l, d = size(g, 1, 3), size(g, 1, 3), size(g, 1, 12), 2 * size(g, 1, 8)
+    start = size(g, 1, 40)
     return [
         (f"random (B={b}, H={h}, L={l}, D={d})", [randn(g, b, h, l, d)], {}),
         ("non-contiguous input", [noncontiguous(randn(g, b, l, d))], {}),
         ("float64, 200 positions, d=32", [randn(g, 200, 32, dtype=torch.float64)], {}),
+        (f"positions {start} .. {start + l - 1}", [randn(g, b, h, l, d)], {"positions": torch.arange(start, start + l)}),
     ]
 
 
 # --- decoding with a KV cache ---------------------------------------------------------------------
 
-def _decode_inputs(g, b, t_old, e, h, dtype=torch.float32):
-    x_t = randn(g, b, 1, e, dtype=dtype)
+def _cached_inputs(g, b, t_old, t_new, e, h, dtype=torch.float32):
+    x = randn(g, b, t_new, e, dtype=dtype)
     w = [_weights(g, e, e, dtype) for _ in range(4)]
     k_cache, v_cache = randn(g, b, h, t_old, e // h, dtype=dtype), randn(g, b, h, t_old, e // h, dtype=dtype)
-    return [x_t, *w, h, k_cache, v_cache]
+    return [x, *w, h, k_cache, v_cache]
 
 
-def _decode_visible(g):
+def _token_by_token(g, length=4, e=8, h=2):
+    """One sequence in float64: its one causal pass (empty cache), then the same tokens decoded one at a time,
+    each with the cache the step before returned; the steps' outputs are the rows of the one pass."""
+    x = randn(g, 1, length, e, dtype=torch.float64)
+    w = [_weights(g, e, e, torch.float64) for _ in range(4)]
+    k_cache = v_cache = torch.zeros(1, h, 0, e // h, dtype=torch.float64)
+    cases = [(f"one causal pass over a sequence of {length} tokens (empty cache), float64",
+              [x, *w, h, k_cache, v_cache], {})]
+    for t in range(length):
+        cache = f"the cache step {t - 1} returned" if t else "an empty cache"
+        cases.append((f"token by token, step {t}: token {t} of that sequence with {cache}; its output must be row "
+                      f"{t} of the one pass", [x[:, t:t + 1], *w, h, k_cache, v_cache], {}))
+        _, k_cache, v_cache = course_lib.cached_causal_attention(x[:, t:t + 1], *w, h, k_cache, v_cache)
+    return cases
+
+
+def _cached_visible(g):
     return [
-        ("empty cache (the first token): it attends only to itself", _decode_inputs(g, 2, 0, 8, 2), {}),
-        ("3 cached tokens, E=8, 2 heads", _decode_inputs(g, 2, 3, 8, 2), {}),
-        ("one head", _decode_inputs(g, 1, 4, 6, 1), {}),
-        ("float64, 5 cached tokens, 4 heads", _decode_inputs(g, 1, 5, 8, 4, dtype=torch.float64), {}),
+        ("empty cache, one token (the first): position 0, it attends only to itself", _cached_inputs(g, 2, 0, 1, 8, 2),
+         {}),
+        ("3 cached tokens, one new token at position 3, E=8, 2 heads", _cached_inputs(g, 2, 3, 1, 8, 2), {}),
+        ("4 cached tokens, 3 new tokens at once at positions 4, 5, 6: the causal mask is aligned bottom-right "
+         "(new token i sees keys 0 .. 4 + i); a top-left mask (is_causal=True) hides cached keys from them",
+         _cached_inputs(g, 1, 4, 3, 8, 2), {}),
+        ("one head, 4 cached tokens", _cached_inputs(g, 1, 4, 1, 6, 1), {}),
+        ("float64, 5 cached tokens, 2 new ones, 4 heads", _cached_inputs(g, 1, 5, 2, 8, 4, dtype=torch.float64), {}),
+        *_token_by_token(g),
     ]
 
 
-def _decode_hidden(g):
-    b, t, h, d = size(g, 1, 3), size(g, 0, 12), size(g, 1, 4), size(g, 1, 6)
-    inputs = _decode_inputs(g, b, t, h * d, h)
+def _cached_hidden(g):
+    b, t, n, h, d = size(g, 1, 3), size(g, 0, 12), size(g, 1, 4), size(g, 1, 4), 2 * size(g, 1, 3)
+    inputs = _cached_inputs(g, b, t, n, h * d, h)
     return [
-        (f"random, B={b}, {t} cached tokens, E={h * d}, {h} heads", inputs, {}),
+        (f"random, B={b}, {t} cached tokens, {n} new, E={h * d}, {h} heads", inputs, {}),
         ("non-contiguous cache", [*inputs[:6], noncontiguous(inputs[6]), noncontiguous(inputs[7])], {}),
-        ("float64", _decode_inputs(g, b, t + 1, h * d, h, dtype=torch.float64), {}),
+        ("one new token after 30 cached ones", _cached_inputs(g, b, 30, 1, h * d, h), {}),
+        ("empty cache, several tokens: one causal pass", _cached_inputs(g, b, 0, n + 1, h * d, h), {}),
+        ("float64", _cached_inputs(g, b, t + 1, n, h * d, h, dtype=torch.float64), {}),
     ]
-
-
-def _decode_reference(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
-    return course_lib.cached_causal_attention(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache)
 
 
 # --- the trained model ----------------------------------------------------------------------------
@@ -255,16 +270,18 @@ def reversed_sequences(tokens: torch.Tensor) -> torch.Tensor:
 # what its exercises may not call is the finished module, nn.MultiheadAttention.
 FORBIDDEN = ("multihead_attention",)
 
+# Every exercise's reference is the library function of its name, called as the student's is called.
 EXERCISES = (
     Exercise("split_heads", LESSON, course_lib.split_heads, _split_heads_visible, _split_heads_hidden, FORBIDDEN),
     Exercise("merge_heads", LESSON, course_lib.merge_heads, _merge_heads_visible, _merge_heads_hidden, FORBIDDEN),
-    Exercise("multihead_attention", LESSON, _multihead_attention_reference, _multihead_visible, _multihead_hidden,
+    Exercise("multihead_attention", LESSON, course_lib.multihead_attention, _multihead_visible, _multihead_hidden,
              FORBIDDEN),
-    Exercise("mha_with_torch_weights", LESSON, _torch_mha_reference, _torch_mha_visible, _torch_mha_hidden,
-             FORBIDDEN),
+    Exercise("packed_multihead_attention", LESSON, course_lib.packed_multihead_attention, _packed_visible,
+             _packed_hidden, FORBIDDEN),
     Exercise("sinusoidal_encoding", LESSON, course_lib.sinusoidal_encoding, _sinusoidal_visible, _sinusoidal_hidden,
              FORBIDDEN),
     Exercise("apply_rope", LESSON, course_lib.apply_rope, _rope_visible, _rope_hidden, FORBIDDEN),
-    Exercise("decode_step", LESSON, _decode_reference, _decode_visible, _decode_hidden, FORBIDDEN),
+    Exercise("cached_causal_attention", LESSON, course_lib.cached_causal_attention, _cached_visible, _cached_hidden,
+             FORBIDDEN),
     Exercise("reversal_model", LESSON, reversed_sequences, _reversal_visible, _reversal_hidden, FORBIDDEN),
 )

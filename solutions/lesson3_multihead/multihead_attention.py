@@ -17,11 +17,12 @@
 # 1. why several heads, and how to split a vector into heads and merge them back (**exercises 1, 2**);
 # 2. multi-head attention from scratch, for self- and cross-attention (**exercise 3**);
 # 3. the same computation as PyTorch's `nn.MultiheadAttention`, from its own weights (**exercise 4**);
-# 4. why order must be injected, and two ways to do it: sinusoidal encodings (**exercise 5**) and
+# 4. what self-attention costs against a recurrent and a convolutional layer, measured;
+# 5. why order must be injected, and two ways to do it: sinusoidal encodings (**exercise 5**) and
 #    rotary embeddings, RoPE (**exercise 6**);
-# 5. the causal mask and decoding one token at a time with a key/value cache (**exercise 7**),
-#    and what that cache costs in memory for a real model;
-# 6. a tiny transformer that learns to reverse sequences (**exercise 8**), and a look at what
+# 6. the causal mask and decoding with a key/value cache, with RoPE at the right positions
+#    (**exercise 7**), and what that cache costs in memory for a real model;
+# 7. a tiny transformer that learns to reverse sequences (**exercise 8**), and a look at what
 #    every one of its heads attends to.
 #
 # **How the exercises work.** As in Lesson 1: replace `raise NotImplementedError()` with your
@@ -29,7 +30,8 @@
 # compare your functions with a reference on fresh random inputs when your work is graded. Run the
 # notebook from top to bottom: later cells use your functions. You may use
 # `F.scaled_dot_product_attention` (Lesson 1 built it), but not `nn.MultiheadAttention` or
-# `F.multi_head_attention_forward` inside an exercise.
+# `F.multi_head_attention_forward` inside an exercise. Your functions have the names and
+# signatures of the course's reference library, `course_lib`, which the grader compares them with.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -39,8 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from course_kit.data.reversal import ReversalTask
 from course_kit.checks import check_exercise
+from course_kit.data.reversal import ReversalTask
+from course_kit.diagrams import draw_head_split
+from course_kit.measure import time_call
 from course_kit.plotting import plot_attention
 from course_kit.training import sequence_accuracy, train_token_classifier
 
@@ -53,32 +57,50 @@ torch.set_printoptions(precision=4, sci_mode=False)
 #
 # One attention gives each query *one* weighted average. But a word usually needs several things
 # from its context at once: in *"the cat that the dog chased sat"*, the verb *sat* wants its
-# subject (*cat*, four words back), a pronoun wants its antecedent, an adjective its noun. A single
-# softmax must split one unit of weight between all of them, and the average blurs them together.
+# subject (*cat*, five positions back), a pronoun wants its antecedent, an adjective its noun. A
+# single softmax must split one unit of weight between all of them, and the average blurs them
+# together.
 #
 # Vaswani et al. (2017, section 3.2.2) run $H$ attentions in parallel instead, each on its own
 # learned projection of the inputs into a smaller space of $D = E/H$ features:
 #
-# $$\operatorname{head}_h = \operatorname{Attention}(X_q W^Q_h,\; X_{kv} W^K_h,\; X_{kv} W^V_h),
+# $$\operatorname{head}_h = \operatorname{Attention}(X_q W^{Q\top}_h,\; X_{kv} W^{K\top}_h,\; X_{kv} W^{V\top}_h),
 # \qquad
-# \operatorname{MultiHead}(X_q, X_{kv}) = \operatorname{Concat}(\operatorname{head}_1, \dots, \operatorname{head}_H)\, W^O .$$
+# \operatorname{MultiHead}(X_q, X_{kv}) = \operatorname{Concat}(\operatorname{head}_1, \dots, \operatorname{head}_H)\, W^{O\top} .$$
+#
+# (Weights are written as torch stores them, $(\text{out}, \text{in})$, and applied transposed:
+# $x W^\top$, exactly what `nn.Linear` computes. Lesson 2 did the same.)
 #
 # Each head can learn its own notion of relevance (one looks at the previous word, another at the
-# subject), and the output projection $W^O$ mixes what they found. With $D = E/H$ the total cost is
-# that of one attention of width $E$.
+# subject), and the output projection $W^O$ mixes what they found. What do $H$ heads cost against
+# one attention of width $E$? With $D = E/H$:
+#
+# * the **projections** cost the same: $W^Q$ is one $(E, E)$ matrix either way, cut into $H$ slices;
+# * the **dot products** $Q K^\top$ and the weighted sums of the values cost the same multiply-adds:
+#   each head's $L_q \times L_k$ scores take $D$ of them per entry, and $H \cdot D = E$;
+# * but the **scores and the softmax** grow $H$-fold: every head has its own $L_q \times L_k$ score
+#   matrix, so $H$ heads store, exponentiate and normalise $H \cdot L_q L_k$ numbers where one wide
+#   attention has $L_q L_k$. For long sequences that matrix is what fills the memory (Lesson 4).
 #
 # ## 2. Splitting and merging heads
 #
 # Nobody runs $H$ separate projections. One matrix $W^Q$ of shape $(E, E)$ computes all the heads'
-# queries at once, $Q = X W^Q$ of shape $(B, L, E)$, and head $h$ owns the columns
-# $hD, \dots, (h+1)D - 1$. To let one batched matrix product handle all heads, we move the heads
-# next to the batch dimension:
+# queries at once, $Q = X W^{Q\top}$ of shape $(B, L, E)$, and head $h$ owns the features
+# $hD, \dots, (h+1)D - 1$ of every position. To let one batched matrix product handle all heads,
+# we move the heads next to the batch dimension:
 #
 # $$(B, L, E) \xrightarrow{\text{reshape}} (B, L, H, D) \xrightarrow{\text{transpose}} (B, H, L, D).$$
 #
-# Careful: reshaping straight to $(B, H, L, D)$ has the right shape and the wrong content (it cuts
-# the *sequence* into chunks). The transpose is what puts positions back in place.
-#
+# Here it is, entry by entry, for $L = 3$ positions of $E = 8$ features and $H = 2$ heads: every
+# cell shows its index in $x$ and the colour of the head that owns its feature. The last panel is
+# the classic mistake: reshaping straight to $(B, H, L, D)$ has the right shape and the wrong
+# content, since it cuts the *sequence* into chunks (colours mixed). The transpose is what keeps
+# every position in every head.
+
+# %%
+draw_head_split(length=3, embed_dim=8, num_heads=2)
+
+# %% [markdown]
 # ### Exercise 1: split heads (1 point)
 
 # %% nbgrader={"grade": false, "grade_id": "split_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -110,9 +132,9 @@ check_exercise("split_heads", split_heads)
 # ### Exercise 2: merge heads (1 point)
 #
 # After attention, each head has an output of shape $(B, H, L, D)$. Concatenating the heads is the
-# inverse of the split: back to $(B, L, H, D)$, then flatten the last two dimensions to $E$.
-# (After a transpose the tensor is no longer contiguous in memory: `reshape` copies when it must,
-# `view` refuses.)
+# inverse of the split (the fourth panel above): back to $(B, L, H, D)$, then flatten the last two
+# dimensions to $E$. (After a transpose the tensor is no longer contiguous in memory: `reshape`
+# copies when it must, `view` refuses.)
 
 # %% nbgrader={"grade": false, "grade_id": "merge_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def merge_heads(x):
@@ -138,70 +160,73 @@ record_answers("merge_heads", merge_heads)
 check_exercise("merge_heads", merge_heads)
 
 # %% [markdown]
-# Numbers make the bookkeeping concrete: number the features of 3 positions 0 to 11 and split
-# them into 2 heads. Head 0 does not get the first half of the numbers; it gets the first half of
-# *every position's* features, and keeps all 3 positions. Merging gives the original back exactly.
+# Your two functions on the diagram's numbers: head 0 gets the first half of *every position's*
+# features and keeps all 3 positions, and merging gives the original back exactly.
 
 # %%
-x = torch.arange(12.0).reshape(1, 3, 4)  # (B=1, L=3, E=4)
-print("x (L=3, E=4):\n", x[0])
-print("head 0 (L=3, D=2):\n", split_heads(x, 2)[0, 0])
-print("head 1 (L=3, D=2):\n", split_heads(x, 2)[0, 1])
+x = torch.arange(24).reshape(1, 3, 8)  # (B=1, L=3, E=8), the diagram's x
+print("head 0 (L=3, D=4):\n", split_heads(x, 2)[0, 0])
+print("head 1 (L=3, D=4):\n", split_heads(x, 2)[0, 1])
 print("merge_heads(split_heads(x)) == x:", torch.equal(merge_heads(split_heads(x, 2)), x))
 
 # %% [markdown]
 # ## 3. Multi-head attention from scratch
 #
-# Now the whole layer. In this lesson's math, a projection multiplies on the right,
-# $Q = X_q W_q$ with $W_q$ of shape $(E_\text{in}, E_\text{out})$:
+# Now the whole layer. Projections are stored as torch stores them, $(\text{out}, \text{in})$, and
+# applied transposed, $Q = X_q W_q^\top$ (`query @ W_q.T`), so an `nn.Linear`'s `.weight` is a
+# $W$ here as it is:
 #
-# 1. project: $Q = X_q W_q$, $K = X_{kv} W_k$, $V = X_{kv} W_v$;
+# 1. project: $Q = X_q W_q^\top$, $K = X_k W_k^\top$, $V = X_v W_v^\top$;
 # 2. split each into $H$ heads, $(B, H, L, D)$;
 # 3. attend in every head at once: $\operatorname{softmax}(Q K^\top / \sqrt{D})\,V$. Note the
 #    $\sqrt{D}$: each head's dot products run over its own $D$ features, not over $E$;
-# 4. merge the heads and project with $W_o$.
+# 4. merge the heads and project with $W_o$: $\operatorname{merge}(\dots)\, W_o^\top$.
 #
-# **Self- and cross-attention** are the same function. In self-attention the queries, keys and
-# values all come from one sequence, $X_q = X_{kv} = X$; in cross-attention (a translation decoder
-# reading the source sentence) the queries come from one sequence and the keys and values from
-# another, of a different length $L_k$ and even a different width $E_k$ (then $W_k$ and $W_v$ are
-# $(E_k, E)$).
+# **Self- and cross-attention** are the same function. The arguments are named as in torch,
+# `query`, `key`, `value`: the sequences the queries, keys and values are computed from. In
+# self-attention all three are one sequence, `multihead_attention(x, x, x, ...)`; in
+# cross-attention (a translation decoder reading the source sentence) the queries come from one
+# sequence and the keys and values from another, `multihead_attention(target, source, source, ...)`,
+# of a different length $L_k$ and even a different width $E_k$ (then $W_k$ and $W_v$ are
+# $(E, E_k)$).
 #
-# **Masks.** `key_padding_mask` of shape $(B, L_k)$ says which keys of each sequence are real:
-# as everywhere in this course, **True = takes part**. It must reach every head and every query:
-# index it as `key_padding_mask[:, None, None, :]`, shape $(B, 1, 1, L_k)$. `is_causal=True`
-# lets query $i$ see keys $j \le i$.
+# **Masks.** `key_mask` of shape $(B, L_k)$ says which keys of each sequence are real: as
+# everywhere in this course, **True = takes part**. It is not called `key_padding_mask`, because
+# in torch that name means the opposite (True = ignore, section 4). It must reach every head and
+# every query: index it as `key_mask[:, None, None, :]`, shape $(B, 1, 1, L_k)$. `is_causal=True`
+# lets query $i$ see keys $j \le i$. Both are keyword-only (after the `*`), so a call says what
+# it sets.
 #
 # ### Exercise 3: multi-head attention (3 points)
 
 # %% nbgrader={"grade": false, "grade_id": "multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def multihead_attention(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None, is_causal=False):
+def multihead_attention(query, key, value, W_q, W_k, W_v, W_o, num_heads, *, key_mask=None, is_causal=False):
     """Multi-head attention: project, split into heads, attend in each head, merge, project out.
 
     Args:
-        x_q: float tensor (B, Lq, E), the sequence the queries come from.
-        x_kv: float tensor (B, Lk, E_k), the sequence the keys and values come from (x_q itself
-            for self-attention).
-        W_q: (E, E); W_k, W_v: (E_k, E); W_o: (E, E). Projections multiply on the right: Q = x_q @ W_q.
+        query: float tensor (B, Lq, E), the sequence the queries come from.
+        key, value: float tensors (B, Lk, E_k), the sequences the keys and values come from (for
+            self-attention, query itself).
+        W_q: (E, E); W_k, W_v: (E, E_k); W_o: (E, E), in torch's (out, in) layout: Q = query @ W_q.T.
         num_heads: H, dividing E; each head has D = E / H features.
-        key_padding_mask: None, or boolean (B, Lk): True = the key takes part, False = padding.
+        key_mask: None, or boolean (B, Lk): True = the key takes part, False = padding.
         is_causal: if True, query i attends only to keys j <= i.
 
     Returns:
-        Float tensor (B, Lq, E): merge_heads(softmax(Q_h K_h^T / sqrt(D) + masks) V_h) @ W_o.
+        Float tensor (B, Lq, E): merge_heads(softmax(Q_h K_h^T / sqrt(D) + masks) V_h) @ W_o.T.
     """
     ### BEGIN SOLUTION
-    q = split_heads(x_q @ W_q, num_heads)  # (B, H, Lq, D)
-    k = split_heads(x_kv @ W_k, num_heads)  # (B, H, Lk, D)
-    v = split_heads(x_kv @ W_v, num_heads)  # (B, H, Lk, D)
+    q = split_heads(query @ W_q.T, num_heads)  # (B, H, Lq, D)
+    k = split_heads(key @ W_k.T, num_heads)  # (B, H, Lk, D)
+    v = split_heads(value @ W_v.T, num_heads)  # (B, H, Lk, D)
     mask = None
-    if key_padding_mask is not None:
-        mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, Lk): the same keys for every head and query
+    if key_mask is not None:
+        mask = key_mask[:, None, None, :]  # (B, 1, 1, Lk): the same keys for every head and query
     if is_causal:
         causal = torch.ones(q.shape[-2], k.shape[-2], dtype=torch.bool, device=q.device).tril()  # (Lq, Lk)
         mask = causal if mask is None else mask & causal
     heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # scale 1/sqrt(D): D is q's last dim
-    return merge_heads(heads) @ W_o  # (B, Lq, E)
+    return merge_heads(heads) @ W_o.T  # (B, Lq, E)
     ### END SOLUTION
 
 
@@ -219,45 +244,52 @@ check_exercise("multihead_attention", multihead_attention)
 E, H = 16, 4
 W_q, W_k, W_v, W_o = (torch.randn(E, E) / math.sqrt(E) for _ in range(4))
 source, target = torch.randn(1, 7, E), torch.randn(1, 3, E)
-print("self-attention  (target on itself):", tuple(multihead_attention(target, target, W_q, W_k, W_v, W_o, H).shape))
-print("cross-attention (target on source):", tuple(multihead_attention(target, source, W_q, W_k, W_v, W_o, H).shape))
+print("self-attention  (target on itself):", tuple(multihead_attention(target, target, target, W_q, W_k, W_v, W_o, H).shape))
+print("cross-attention (target on source):", tuple(multihead_attention(target, source, source, W_q, W_k, W_v, W_o, H).shape))
 
 # %% [markdown]
 # ## 4. The same layer as PyTorch's `nn.MultiheadAttention`
 #
-# PyTorch ships this layer as `nn.MultiheadAttention`. Loading its weights into your function is
-# the best test you can have, and it shows three conventions that trip everybody up:
+# PyTorch ships this layer as `nn.MultiheadAttention`. Loading its weights into your code is the
+# best test you can have, and it shows the conventions that trip everybody up:
 #
 # * **Layout.** Like every `nn.Linear`, torch stores a projection as `(out, in)` and computes
-#   $x W^\top + b$; our $W_q$ is `(in, out)`. So $W_q$ is the *transpose* of torch's matrix.
+#   $x W^\top + b$: the layout of this course, so no transpose is needed to load its weights.
 # * **Packing.** With equal widths, torch keeps $W^Q$, $W^K$, $W^V$ stacked in one
 #   `in_proj_weight` of shape $(3E, E)$, rows in that order, and their biases in `in_proj_bias`
 #   $(3E)$; the output projection is `out_proj.weight` $(E, E)$ and `out_proj.bias`.
-# * **Mask polarity.** In torch's `key_padding_mask`, **True means *ignore* this key**: the
-#   opposite of ours (and of `F.scaled_dot_product_attention`).
+# * **Mask polarity.** In torch's `key_padding_mask`, and in a boolean `attn_mask` of this module,
+#   **True means *ignore***: the opposite of `F.scaled_dot_product_attention`'s `attn_mask` and of
+#   our `key_mask`. (The same name with two meanings inside torch is why ours has another name.)
+# * **Outputs.** `torch_mha(query, key, value)` returns a pair, `(attn_output, attn_weights)`:
+#   by default (`need_weights=True`, `average_attn_weights=True`) the attention weights too,
+#   averaged over the heads, shape $(B, L_q, L_k)$. Pass `need_weights=False` when you do not
+#   need them: only then can torch use its fused kernel.
 #
 # ### Exercise 4: parity with `nn.MultiheadAttention` (2 points)
 #
-# Compute what `nn.MultiheadAttention(E, num_heads, batch_first=True)` computes, from its
-# parameters. Its biases may be `None` (a module built with `bias=False`). Your
-# `multihead_attention` has no biases, so either add them yourself around it, or write the few
-# lines again.
+# Return what `nn.MultiheadAttention(E, num_heads, batch_first=True)` returns, from its
+# parameters: `(attn_output, attn_weights)` for the call
+# `torch_mha(query, key, value, key_padding_mask=key_padding_mask)`. Its biases may be `None` (a
+# module built with `bias=False`). You need the weights themselves this time, so compute the
+# softmax yourself rather than calling `F.scaled_dot_product_attention`.
 
-# %% nbgrader={"grade": false, "grade_id": "mha_with_torch_weights", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
-                           num_heads, key_padding_mask=None):
-    """The output of nn.MultiheadAttention(E, num_heads, batch_first=True) with these parameters.
+# %% nbgrader={"grade": false, "grade_id": "packed_multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def packed_multihead_attention(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
+                               num_heads, *, key_padding_mask=None):
+    """What nn.MultiheadAttention(E, num_heads, batch_first=True) returns with these parameters.
 
     Args:
         query: (B, Lq, E); key: (B, Lk, E); value: (B, Lk, E).
-        in_proj_weight: (3E, E), torch's [W_Q; W_K; W_V] in (out, in) layout.
+        in_proj_weight: (3E, E), torch's [W_q; W_k; W_v] stacked by rows, each (out, in).
         in_proj_bias: (3E,) or None.
-        out_proj_weight: (E, E) in (out, in) layout; out_proj_bias: (E,) or None.
+        out_proj_weight: (E, E), (out, in); out_proj_bias: (E,) or None.
         num_heads: H.
         key_padding_mask: None or boolean (B, Lk) in TORCH's polarity: True = ignore the key.
 
     Returns:
-        Float tensor (B, Lq, E): torch's attn_output.
+        A tuple (attn_output, attn_weights): attn_output (B, Lq, E), and the attention weights
+        averaged over the heads, (B, Lq, Lk), as torch returns them by default.
     """
     ### BEGIN SOLUTION
     W_q, W_k, W_v = in_proj_weight.chunk(3, dim=0)  # each (E, E), (out, in)
@@ -265,34 +297,102 @@ def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_
     q = split_heads(query @ W_q.T + b_q, num_heads)  # (B, H, Lq, D)
     k = split_heads(key @ W_k.T + b_k, num_heads)  # (B, H, Lk, D)
     v = split_heads(value @ W_v.T + b_v, num_heads)  # (B, H, Lk, D)
-    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]  # ours: True = takes part
-    out = merge_heads(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) @ out_proj_weight.T
-    return out if out_proj_bias is None else out + out_proj_bias
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, Lq, Lk)
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))  # torch: True = ignore
+    weights = torch.softmax(scores, dim=-1)
+    attn_output = merge_heads(weights @ v) @ out_proj_weight.T  # (B, Lq, E)
+    if out_proj_bias is not None:
+        attn_output = attn_output + out_proj_bias
+    return attn_output, weights.mean(dim=1)  # torch averages the weights over the heads
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "mha_with_torch_weights_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "packed_multihead_attention_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
 from course_kit.answers import record_answers
-record_answers("mha_with_torch_weights", mha_with_torch_weights)
+record_answers("packed_multihead_attention", packed_multihead_attention)
 ### END HIDDEN TESTS
-check_exercise("mha_with_torch_weights", mha_with_torch_weights)
+check_exercise("packed_multihead_attention", packed_multihead_attention)
 
 # %% [markdown]
 # Now with a real module, its random initialisation and a padding mask, in float64 so that any gap
-# is a mistake and not rounding:
+# is a mistake and not rounding. The call is torch's own, positional arguments and all
+# (`key_padding_mask` comes fourth):
 
 # %%
 torch_mha = nn.MultiheadAttention(embed_dim=16, num_heads=4, batch_first=True, dtype=torch.float64).eval()
 x = torch.randn(2, 5, 16, dtype=torch.float64)
 ignore = torch.tensor([[False] * 5, [False, False, False, True, True]])  # torch: True = ignore
-theirs, _ = torch_mha(x, x, x, key_padding_mask=ignore)
-ours = mha_with_torch_weights(x, x, x, torch_mha.in_proj_weight, torch_mha.in_proj_bias, torch_mha.out_proj.weight,
-                              torch_mha.out_proj.bias, 4, key_padding_mask=ignore)
-print(f"largest gap to nn.MultiheadAttention: {(ours - theirs).abs().max().item():.1e}")
+theirs = torch_mha(x, x, x, ignore)
+ours = packed_multihead_attention(x, x, x, torch_mha.in_proj_weight, torch_mha.in_proj_bias,
+                                  torch_mha.out_proj.weight, torch_mha.out_proj.bias, 4, key_padding_mask=ignore)
+print(f"largest gap to nn.MultiheadAttention: outputs {(ours[0] - theirs[0]).abs().max().item():.1e}, "
+      f"weights {(ours[1] - theirs[1]).abs().max().item():.1e}")
+print("weight of the 2 ignored keys of sequence 1:", theirs[1][1, :, 3:].abs().max().item())
 
 # %% [markdown]
-# ## 5. Attention does not know where anything is
+# ## 5. Self-attention against recurrence and convolution
+#
+# Why did the Transformer replace recurrent networks? Vaswani et al. (2017, Table 1) compare a
+# layer of each kind that maps $n$ vectors of width $d$ to $n$ others (a convolution with kernels
+# of size $k$); Dive into Deep Learning (Zhang et al., section 11.6) walks through the same table:
+#
+# | layer | cost per layer | sequential operations | longest path between two positions |
+# | --- | --- | --- | --- |
+# | self-attention | $O(n^2 d)$ | $O(1)$ | $O(1)$ |
+# | recurrent (RNN, GRU) | $O(n d^2)$ | $O(n)$ | $O(n)$ |
+# | convolution | $O(k n d^2)$ | $O(1)$ | $O(n / k)$ ($O(\log_k n)$ dilated) |
+#
+# * **Cost.** Self-attention compares every pair of positions, $n^2$ dot products of width $d$;
+#   a recurrent or convolutional layer multiplies each position by $d \times d$ matrices. So
+#   self-attention is cheaper while $n < d$, and its cost grows as $n^2$ beyond.
+# * **Sequential operations.** A recurrent layer must finish position $t - 1$ before it starts
+#   position $t$: $n$ steps one after the other, however many cores there are. Attention and
+#   convolution compute every position at once.
+# * **Path length.** Information from position 1 reaches position $n$ in one attention layer; it
+#   needs $n$ recurrent steps, or a stack of $n/k$ convolutions. Short paths make long-range
+#   dependencies easier to learn.
+#
+# Measured on this machine's CPU, one thread: the time of one layer of each kind (torch's own
+# modules, width $d = 64$, one sequence), against the sequence length, the minimum of 3 runs.
+
+# %%
+width, lengths = 64, [32, 64, 128, 256, 512, 1024, 2048]
+layers = {  # each maps (1, n, width) to n vectors of width `width`
+    "self-attention (4 heads)": (nn.MultiheadAttention(width, 4, batch_first=True),
+                                 lambda layer, x: layer(x, x, x, need_weights=False)),
+    "GRU": (nn.GRU(width, width, batch_first=True), lambda layer, x: layer(x)),
+    "1-D convolution, k = 3": (nn.Conv1d(width, width, kernel_size=3, padding=1),
+                               lambda layer, x: layer(x.transpose(1, 2))),  # Conv1d wants (B, channels, n)
+}
+seconds = {name: [] for name in layers}
+with torch.no_grad():
+    for n in lengths:
+        x = torch.randn(1, n, width)
+        for name, (layer, run) in layers.items():
+            seconds[name].append(time_call(run, layer, x, repeat=3, statistic="min"))
+
+fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+for name, times in seconds.items():
+    ax.loglog(lengths, [t * 1e3 for t in times], "o-", label=name)
+ax.set(xlabel="sequence length $n$", ylabel="time per layer (ms)", title=f"one layer of width $d = {width}$, CPU")
+ax.legend()
+plt.show()
+for name, times in seconds.items():
+    print(f"{name:25s} n = {lengths[-2]} -> {lengths[-1]}: time x {times[-1] / times[-2]:.1f}")
+
+# %% [markdown]
+# On a log-log plot a cost $n^p$ is a line of slope $p$. The GRU's time grows linearly with $n$,
+# one step after another; the convolution's too, far below it, since all its positions run at
+# once. Self-attention starts well below the GRU, every position at once, then bends upwards:
+# doubling a long sequence quadruples its time (the ratios printed), where the GRU's only doubles,
+# so at a few thousand positions it catches up with the recurrent layer and then passes it. Times
+# on a CPU shared with other jobs vary by tens of percent from run to run, which is why each point
+# is the fastest of three; the slopes do not change.
+
+# %% [markdown]
+# ## 6. Attention does not know where anything is
 #
 # Lesson 1 showed that attention is *permutation equivariant*: shuffle the tokens of a sequence,
 # and self-attention returns the same outputs, shuffled the same way. Multi-head attention is no
@@ -300,17 +400,18 @@ print(f"largest gap to nn.MultiheadAttention: {(ours - theirs).abs().max().item(
 
 # %%
 x = torch.randn(1, 6, E)
-out = multihead_attention(x, x, W_q, W_k, W_v, W_o, H)
+out = multihead_attention(x, x, x, W_q, W_k, W_v, W_o, H)
 perm = torch.randperm(6)
+shuffled = x[:, perm]
 print("self-attention of the shuffled sequence == shuffled outputs:",
-      torch.allclose(multihead_attention(x[:, perm], x[:, perm], W_q, W_k, W_v, W_o, H), out[:, perm], atol=1e-6))
+      torch.allclose(multihead_attention(shuffled, shuffled, shuffled, W_q, W_k, W_v, W_o, H), out[:, perm], atol=1e-6))
 
 # %% [markdown]
 # So a stack of attention layers (and position-wise feed-forward layers) sees a *bag* of tokens:
 # "dog bites man" and "man bites dog" get the same outputs per word. To use word order, the model
 # must be told each token's position. Two ways are in wide use.
 #
-# ## 6. Sinusoidal positional encoding
+# ## 7. Sinusoidal positional encoding
 #
 # Vaswani et al. (2017, section 3.5) add to the embedding of the token at position $p$ a fixed
 # vector $\mathrm{PE}_p$ whose pairs of coordinates are clocks turning at different speeds:
@@ -361,14 +462,14 @@ check_exercise("sinusoidal_encoding", sinusoidal_encoding)
 
 # %% [markdown]
 # On the left, the encoding of 64 positions in 32 dimensions: fast clocks on the left columns, slow
-# ones on the right. On the right, the dot products
-# $\mathrm{PE}_p \cdot \mathrm{PE}_q = \sum_i \cos\big((p - q)\,\theta_i\big)$: they depend only on
-# the distance $|p - q|$, largest at 0 and falling off, in waves, with the distance.
+# ones on the right (a diverging colour map centred on 0: red below, blue above). On the right, the
+# dot products $\mathrm{PE}_p \cdot \mathrm{PE}_q = \sum_i \cos\big((p - q)\,\theta_i\big)$: they
+# depend only on the distance $|p - q|$, largest at 0 and falling off, in waves, with the distance.
 
 # %%
 pe = sinusoidal_encoding(64, 32)
 fig, (ax_pe, ax_dot) = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-image = ax_pe.imshow(pe, cmap="RdBu", aspect="auto")
+image = ax_pe.imshow(pe, cmap="RdBu", vmin=-1, vmax=1, aspect="auto")  # entries in [-1, 1]: centred on 0
 ax_pe.set(xlabel="dimension", ylabel="position $p$", title="sinusoidal encoding $\\mathrm{PE}_p$")
 fig.colorbar(image, ax=ax_pe)
 image = ax_dot.imshow(pe @ pe.T, cmap="viridis")
@@ -377,7 +478,7 @@ fig.colorbar(image, ax=ax_dot)
 plt.show()
 
 # %% [markdown]
-# ## 7. Rotary position embedding (RoPE)
+# ## 8. Rotary position embedding (RoPE)
 #
 # Most recent language models (LLaMA, Mistral, Qwen, ...) do not add positions to the embeddings.
 # They *rotate* the queries and keys instead (Su et al., "RoFormer", 2021). Split a query
@@ -399,30 +500,35 @@ plt.show()
 # same idea on permuted features, and a classic source of bugs when weights are moved between the
 # two.
 #
+# **Which positions.** By default the rows of `x` sit at positions $0, 1, \dots, L-1$ along
+# dimension $-2$. A decoder that has already seen $T$ tokens must rotate the next ones at
+# $T, T+1, \dots$: `positions` gives them explicitly (section 9 needs it).
+#
 # ### Exercise 6: rotary embedding (2 points)
 #
-# Rotate every pair of the last dimension of `x` by its position's angles, positions
-# $0, 1, \dots, L-1$ along dimension $-2$. `x[..., 0::2]` and `x[..., 1::2]` are the first and
-# second members of the pairs; `torch.stack([a, b], dim=-1).flatten(-2)` interleaves them back.
+# Rotate every pair of the last dimension of `x` by its position's angles. `x[..., 0::2]` and
+# `x[..., 1::2]` are the first and second members of the pairs;
+# `torch.stack([a, b], dim=-1).flatten(-2)` interleaves them back.
 
 # %% nbgrader={"grade": false, "grade_id": "apply_rope", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def apply_rope(x):
+def apply_rope(x, positions=None):
     """Rotary position embedding with interleaved pairs (x[2i], x[2i+1]).
 
     Args:
-        x: float tensor (..., L, d), d even; position p = 0 .. L-1 is the index along dim -2.
+        x: float tensor (..., L, d), d even; row l (along dim -2) is the token at positions[l].
+        positions: None (positions 0, 1, ..., L-1) or an integer tensor (L,) of positions.
 
     Returns:
-        Tensor of x's shape and dtype: pair i at position p rotated by the angle p * theta_i,
-        theta_i = 10000 ** (-2i / d):
-            out[..., p, 2i]     = x[..., p, 2i] cos(p theta_i) - x[..., p, 2i+1] sin(p theta_i)
-            out[..., p, 2i + 1] = x[..., p, 2i] sin(p theta_i) + x[..., p, 2i+1] cos(p theta_i)
+        Tensor of x's shape and dtype: pair i of the token at position p rotated by the angle
+        p * theta_i, theta_i = 10000 ** (-2i / d):
+            out[..., l, 2i]     = x[..., l, 2i] cos(p theta_i) - x[..., l, 2i+1] sin(p theta_i)
+            out[..., l, 2i + 1] = x[..., l, 2i] sin(p theta_i) + x[..., l, 2i+1] cos(p theta_i)
     """
     ### BEGIN SOLUTION
     length, d = x.shape[-2:]
-    positions = torch.arange(length, dtype=torch.float64)  # (L,)
+    positions = torch.arange(length) if positions is None else positions
     theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)  # (d/2,)
-    angles = positions[:, None] * theta[None, :]  # (L, d/2)
+    angles = positions.to(torch.float64)[:, None] * theta[None, :]  # (L, d/2)
     cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
     first, second = x[..., 0::2], x[..., 1::2]  # (..., L, d/2) each
     rotated = torch.stack([first * cos - second * sin, first * sin + second * cos], dim=-1)  # (..., L, d/2, 2)
@@ -440,9 +546,9 @@ check_exercise("apply_rope", apply_rope)
 # %% [markdown]
 # Both promises, checked. Put the *same* query vector at every position and the *same* key vector
 # at every position: the score then depends only on the offset $n - m$, so every diagonal of the
-# score matrix is constant (left). Without RoPE, every score would be equal. And the norms are
-# untouched. On the right, one row of scores: how a query's score for a fixed key varies with the
-# distance, a pattern the model can learn to shape.
+# score matrix is constant (left; blue positive, red negative, white 0). Without RoPE, every score
+# would be equal. And the norms are untouched. On the right, one row of scores: how a query's
+# score for a fixed key varies with the distance, a pattern the model can learn to shape.
 
 # %%
 L, d = 32, 16
@@ -454,7 +560,8 @@ print("every diagonal is constant (score depends only on n - m):",
 print("norms preserved:", torch.allclose(q_rot.norm(dim=-1), q_vec.norm().expand(L)))
 
 fig, (ax_map, ax_row) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-image = ax_map.imshow(scores, cmap="RdBu")
+limit = scores.abs().max().item()  # symmetric limits: the diverging map's white is a score of 0
+image = ax_map.imshow(scores, cmap="RdBu", vmin=-limit, vmax=limit)
 ax_map.set(xlabel="key position $n$", ylabel="query position $m$", title="RoPE scores of one q and one k")
 fig.colorbar(image, ax=ax_map)
 for m in [0, 10, 20]:
@@ -464,7 +571,7 @@ ax_row.legend()
 plt.show()
 
 # %% [markdown]
-# ## 8. The causal mask, and decoding with a key/value cache
+# ## 9. The causal mask, and decoding with a key/value cache
 #
 # A language model generates text one token at a time, and while training it must not peek at the
 # token it is asked to predict: query $i$ may attend only keys $j \le i$, the causal mask of
@@ -475,55 +582,95 @@ plt.show()
 # Recomputing them at every step wastes work that grows with the length; instead, a decoder keeps
 # them in a **key/value cache** and, for each new token, computes only its own query, key and
 # value, appends the key and value to the cache, and lets the new query attend to the whole cache.
-# No mask is needed: everything in the cache is in the past.
 #
-# ### Exercise 7: one decoding step with a cache (2 points)
+# Two things must be right for the cached steps to give what one causal pass over the whole
+# sequence gives (Pope et al., 2022, describe production decoders built this way):
+#
+# * **Positions.** With RoPE, the new tokens are not at positions $0, 1, \dots$: after $T_\text{old}$
+#   cached tokens, new token $i$ sits at $T_\text{old} + i$, and its query and key are rotated by
+#   *that* position (`apply_rope(q, positions)`). Rotated at 0, every new token would score the
+#   cached keys as if it stood at the start of the text. A key's rotation depends only on its own
+#   position, so it never changes: the cache stores keys **already rotated**, and each is rotated
+#   once. $T_\text{old}$ is the cache's length, `k_cache.shape[-2]`.
+# * **The mask, when several tokens arrive at once.** A prompt is fed in one call (and some
+#   decoders propose several tokens per step): new token $i$ must see all $T_\text{old}$ cached
+#   keys and the new keys $0, \dots, i$. That mask is aligned **bottom-right**. `is_causal=True`
+#   aligns it top-left (query $i$ sees keys $j \le i$), which is right only for an empty cache:
+#   with one, it hides cached keys from the new tokens. Below, 3 new tokens after 4 cached ones
+#   (yellow: may attend).
 
-# %% nbgrader={"grade": false, "grade_id": "decode_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
-    """Causal self-attention output of one new token, given the cached keys and values of the tokens before it.
+# %%
+t_old, t_new = 4, 3
+top_left = torch.ones(t_new, t_old + t_new, dtype=torch.bool).tril()  # what is_causal=True means
+bottom_right = torch.ones(t_new, t_old + t_new, dtype=torch.bool).tril(diagonal=t_old)  # what decoding needs
+plot_attention(torch.stack([top_left, bottom_right]).float(), colorbar=False, panel_size=3.2,
+               query_labels=[f"new {i} (pos {t_old + i})" for i in range(t_new)],
+               key_labels=[str(j) for j in range(t_old + t_new)], xlabel="key positions (0-3 cached)",
+               titles=["top-left: is_causal=True", "bottom-right: decoding"])
+
+# %% [markdown]
+# ### Exercise 7: causal attention with a cache and RoPE (2 points)
+#
+# Compute the outputs of $T_\text{new}$ new tokens given the cache of the $T_\text{old}$ before
+# them (multi-head, like `multihead_attention`, without biases or masks other than the causal
+# one), and return the caches with the new tokens' rotated keys and values appended. Rotate the
+# new queries and keys with your `apply_rope` at positions $T_\text{old}, \dots,
+# T_\text{old} + T_\text{new} - 1$ (never the values), and build the bottom-right mask with
+# `torch.ones(...).tril(diagonal=...)`. The tests include several new tokens against a full cache,
+# and a sequence decoded token by token, each step with the cache the step before returned: its
+# outputs must be the rows of one causal pass over the whole sequence.
+
+# %% nbgrader={"grade": false, "grade_id": "cached_causal_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def cached_causal_attention(x, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
+    """Causal multi-head self-attention with RoPE of new tokens, given the cache of the tokens before them.
 
     Args:
-        x_t: float tensor (B, 1, E), the new token's input.
-        W_q, W_k, W_v, W_o: (E, E) projections, multiplying on the right (x @ W).
-        num_heads: H; D = E / H.
-        k_cache, v_cache: (B, H, T, D), the keys and values of the T earlier tokens (T may be 0).
+        x: float tensor (B, T_new, E), the new tokens' inputs; new token i sits at position T_old + i.
+        W_q, W_k, W_v, W_o: (E, E) projections in torch's (out, in) layout: q = x @ W_q.T.
+        num_heads: H; D = E / H, even (RoPE rotates pairs of features).
+        k_cache, v_cache: (B, H, T_old, D), the keys (already rotated) and values of the T_old
+            earlier tokens; T_old may be 0.
 
     Returns:
-        A tuple (y_t, k_cache, v_cache): y_t (B, 1, E), the new token's output; and the caches
-        with its key and value appended, (B, H, T + 1, D) each.
+        A tuple (output, k_cache, v_cache): output (B, T_new, E), where new token i attends to the
+        T_old cached tokens and the new tokens 0 .. i; and the caches with the new tokens' rotated
+        keys and their values appended, (B, H, T_old + T_new, D) each.
     """
     ### BEGIN SOLUTION
-    q = split_heads(x_t @ W_q, num_heads)  # (B, H, 1, D)
-    k_cache = torch.cat([k_cache, split_heads(x_t @ W_k, num_heads)], dim=-2)  # (B, H, T + 1, D)
-    v_cache = torch.cat([v_cache, split_heads(x_t @ W_v, num_heads)], dim=-2)
-    heads = F.scaled_dot_product_attention(q, k_cache, v_cache)  # the new token sees every key: all in the past
-    return merge_heads(heads) @ W_o, k_cache, v_cache
+    t_old, t_new = k_cache.shape[-2], x.shape[-2]
+    positions = torch.arange(t_old, t_old + t_new)  # the new tokens come after the cached ones
+    q = apply_rope(split_heads(x @ W_q.T, num_heads), positions)  # (B, H, T_new, D)
+    k_cache = torch.cat([k_cache, apply_rope(split_heads(x @ W_k.T, num_heads), positions)], dim=-2)  # (B, H, T, D)
+    v_cache = torch.cat([v_cache, split_heads(x @ W_v.T, num_heads)], dim=-2)  # values are not rotated
+    mask = torch.ones(t_new, t_old + t_new, dtype=torch.bool).tril(diagonal=t_old)  # bottom-right: i sees j <= T_old + i
+    heads = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)  # (B, H, T_new, D)
+    return merge_heads(heads) @ W_o.T, k_cache, v_cache
     ### END SOLUTION
 
 
-# %% nbgrader={"grade": true, "grade_id": "decode_step_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+# %% nbgrader={"grade": true, "grade_id": "cached_causal_attention_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
 ### BEGIN HIDDEN TESTS
 from course_kit.answers import record_answers
-record_answers("decode_step", decode_step)
+record_answers("cached_causal_attention", cached_causal_attention)
 ### END HIDDEN TESTS
-check_exercise("decode_step", decode_step)
+check_exercise("cached_causal_attention", cached_causal_attention)
 
 # %% [markdown]
-# The promise of the cache: decoding token by token gives *exactly* the outputs of causal
-# self-attention over the whole sequence at once.
+# The promise of the cache, on your function: a prompt of 6 tokens in one call, then 4 more
+# tokens one at a time, gives *exactly* the outputs of one causal pass over all 10 (empty cache),
+# and the cache ends up holding every key, rotated at its own position.
 
 # %%
 x = torch.randn(1, 10, E, dtype=torch.float64)
 W64 = [w.double() for w in (W_q, W_k, W_v, W_o)]
-k_cache = v_cache = torch.zeros(1, H, 0, E // H, dtype=torch.float64)  # empty caches
-steps = []
-for t in range(x.shape[1]):
-    y_t, k_cache, v_cache = decode_step(x[:, t:t + 1], *W64, H, k_cache, v_cache)
-    steps.append(y_t)
-full = multihead_attention(x, x, *W64, H, is_causal=True)
-print(f"token by token vs whole sequence: largest gap {(torch.cat(steps, dim=1) - full).abs().max().item():.1e}; "
-      f"cache now holds {k_cache.shape[-2]} tokens")
+empty = torch.zeros(1, H, 0, E // H, dtype=torch.float64)
+whole, k_all, _ = cached_causal_attention(x, *W64, H, empty, empty)  # one causal pass, positions 0..9
+outputs, k_cache, v_cache = [], empty, empty
+for chunk in [x[:, :6], *x[:, 6:].split(1, dim=1)]:  # the prompt, then token by token
+    y, k_cache, v_cache = cached_causal_attention(chunk, *W64, H, k_cache, v_cache)
+    outputs.append(y)
+print(f"prompt + token by token vs one pass: largest gap {(torch.cat(outputs, dim=1) - whole).abs().max().item():.1e}; "
+      f"cache now holds {k_cache.shape[-2]} keys, the same as one pass's: {torch.allclose(k_cache, k_all)}")
 
 # %% [markdown]
 # ### What the cache costs
@@ -559,7 +706,7 @@ for kv_heads in [8, 2, 1]:
           f"formula {cache_bytes_formula(layers, tokens, kv_heads, head_dim) / 2**10:6.0f} KiB")
 
 # %% [markdown]
-# ## 9. A tiny transformer that learns to reverse
+# ## 10. A tiny transformer that learns to reverse
 #
 # Time to put the pieces together. `ReversalTask` generates sequences of 8 digits; the target is
 # the same sequence reversed. The output at position $i$ is the input at position $7 - i$, so a
@@ -591,19 +738,19 @@ class Block(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.W_q, self.W_k, self.W_v, self.W_o = (
+        self.W_q, self.W_k, self.W_v, self.W_o = (  # (out, in), as nn.Linear stores its weight
             nn.Parameter(torch.randn(d_model, d_model) / math.sqrt(d_model)) for _ in range(4))
         self.feed_forward = nn.Sequential(nn.Linear(d_model, d_ff), nn.ReLU(), nn.Linear(d_ff, d_model))
 
     def forward(self, x):
         h = self.norm1(x)
-        x = x + multihead_attention(h, h, self.W_q, self.W_k, self.W_v, self.W_o, self.num_heads)
+        x = x + multihead_attention(h, h, h, self.W_q, self.W_k, self.W_v, self.W_o, self.num_heads)
         return x + self.feed_forward(self.norm2(x))
 
     def attention_weights(self, x):
         """Every head's weights (B, H, L, L), for the pictures."""
         h = self.norm1(x)
-        q, k = split_heads(h @ self.W_q, self.num_heads), split_heads(h @ self.W_k, self.num_heads)
+        q, k = split_heads(h @ self.W_q.T, self.num_heads), split_heads(h @ self.W_k.T, self.num_heads)
         return torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
 
 
@@ -679,7 +826,7 @@ record_answers("reversal_model", reversal_model)
 check_exercise("reversal_model", reversal_model)
 
 # %% [markdown]
-# ## 10. What the heads learned
+# ## 11. What the heads learned
 #
 # Every layer and every head, on one held-out sequence: row $i$ is the output position, column $j$
 # the input position it looks at. Reversal needs position $i$ to fetch the token at $7 - i$, the
@@ -698,14 +845,20 @@ plot_attention(maps, query_labels=labels, key_labels=labels, panel_size=2.2,
 #
 # * Multi-head attention runs $H$ attentions on $D = E/H$-dimensional projections and mixes their
 #   outputs with $W^O$; splitting is a reshape *and a transpose*, $(B, L, E) \to (B, H, L, D)$,
-#   and each head scales by $1/\sqrt{D}$.
-# * Self- and cross-attention are one function with different inputs.
-# * `nn.MultiheadAttention` stores $(out, in)$ weights, packs $W^Q, W^K, W^V$ into
-#   `in_proj_weight`, and its `key_padding_mask` means *ignore* when True.
+#   and each head scales by $1/\sqrt{D}$. The projections cost what one wide attention costs; the
+#   score matrices and their softmax are $H$ times as many.
+# * Self- and cross-attention are one function with different inputs, `query`, `key`, `value`.
+# * Weights are stored as torch stores them, $(\text{out}, \text{in})$, applied as $x W^\top$.
+#   `nn.MultiheadAttention` packs $W^Q, W^K, W^V$ into `in_proj_weight`, returns head-averaged
+#   weights unless `need_weights=False`, and its `key_padding_mask` means *ignore* when True: the
+#   opposite of our `key_mask`.
+# * Self-attention costs $O(n^2 d)$ per layer against a recurrent layer's $O(n d^2)$, but runs
+#   every position at once and links any two positions in one step (Vaswani et al., 2017, Table 1).
 # * Attention is permutation equivariant, so positions must be injected: added (sinusoidal) or by
 #   rotating queries and keys (RoPE, whose scores depend only on the offset).
-# * A KV cache makes decoding incremental at the price of
-#   $2 \cdot \text{layers} \cdot \text{tokens} \cdot H_{kv} \cdot D$ numbers per sequence;
+# * A KV cache makes decoding incremental: new tokens are rotated at their absolute positions
+#   $T_\text{old} + i$, the cache keeps rotated keys, and the causal mask is aligned bottom-right.
+#   It costs $2 \cdot \text{layers} \cdot \text{tokens} \cdot H_{kv} \cdot D$ numbers per sequence;
 #   grouped-query attention divides that by $H / H_{kv}$.
 #
 # Next, Lesson 4: attention that is fast on a GPU.

@@ -8,11 +8,13 @@
 
 # %% [markdown]
 # A sample student of Lesson 3 who got half way. Splitting and merging heads, the sinusoidal
-# encoding, the decoding step and the trained model are right. The multi-head attention reads the
-# key padding mask in nn.MultiheadAttention's polarity (True = ignore), which a visible case
-# catches. The parity exercise passes every visible case, where key and value are the same tensor,
-# but uses the keys as values, so the hidden case with distinct key and value fails. RoPE was never
-# started. Each cell below replaces the answer cell with the same grade_id in the released notebook.
+# encoding, the cached attention and the trained model are right. The multi-head attention reads
+# key_mask in nn.MultiheadAttention's polarity (True = ignore), which a visible case catches. The
+# parity exercise passes every visible case, where key and value are the same tensor, but uses the
+# keys as values, so the hidden case with distinct key and value fails. RoPE assumes a 4-D input
+# (B, H, L, D): it fails the cases with fewer dims, but works inside the cached attention, which
+# only gives it 4-D tensors. Each cell below replaces the answer cell with the same grade_id in the
+# released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "split_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def split_heads(x, num_heads):
@@ -28,32 +30,34 @@ def merge_heads(x):
 
 
 # %% nbgrader={"grade": false, "grade_id": "multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def multihead_attention(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None, is_causal=False):
-    q = split_heads(x_q @ W_q, num_heads)
-    k = split_heads(x_kv @ W_k, num_heads)
-    v = split_heads(x_kv @ W_v, num_heads)
+def multihead_attention(query, key, value, W_q, W_k, W_v, W_o, num_heads, *, key_mask=None, is_causal=False):
+    q = split_heads(query @ W_q.T, num_heads)
+    k = split_heads(key @ W_k.T, num_heads)
+    v = split_heads(value @ W_v.T, num_heads)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    if key_padding_mask is not None:
-        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))  # torch's polarity
+    if key_mask is not None:
+        scores = scores.masked_fill(key_mask[:, None, None, :], float("-inf"))  # torch's polarity
     if is_causal:
         future = torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1)
         scores = scores.masked_fill(future, float("-inf"))
-    return merge_heads(torch.softmax(scores, dim=-1) @ v) @ W_o
+    return merge_heads(torch.softmax(scores, dim=-1) @ v) @ W_o.T
 
 
-# %% nbgrader={"grade": false, "grade_id": "mha_with_torch_weights", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
-                           num_heads, key_padding_mask=None):
+# %% nbgrader={"grade": false, "grade_id": "packed_multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def packed_multihead_attention(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
+                               num_heads, *, key_padding_mask=None):
     E = query.shape[-1]
     b = in_proj_bias if in_proj_bias is not None else torch.zeros(3 * E, dtype=query.dtype)
     q = query @ in_proj_weight[:E].T + b[:E]
     k = key @ in_proj_weight[E:2 * E].T + b[E:2 * E]
     v = key @ in_proj_weight[2 * E:].T + b[2 * E:]  # the keys again: value is never used
-    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
-    out = merge_heads(F.scaled_dot_product_attention(split_heads(q, num_heads), split_heads(k, num_heads),
-                                                     split_heads(v, num_heads), attn_mask=mask))
-    out = out @ out_proj_weight.T
-    return out + out_proj_bias if out_proj_bias is not None else out
+    q, k, v = split_heads(q, num_heads), split_heads(k, num_heads), split_heads(v, num_heads)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = merge_heads(weights @ v) @ out_proj_weight.T
+    return (out + out_proj_bias if out_proj_bias is not None else out), weights.mean(dim=1)
 
 
 # %% nbgrader={"grade": false, "grade_id": "sinusoidal_encoding", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -66,13 +70,28 @@ def sinusoidal_encoding(length, d_model):
     return pe
 
 
-# %% nbgrader={"grade": false, "grade_id": "decode_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
-    q = split_heads(x_t @ W_q, num_heads)
-    k_cache = torch.cat([k_cache, split_heads(x_t @ W_k, num_heads)], dim=2)
-    v_cache = torch.cat([v_cache, split_heads(x_t @ W_v, num_heads)], dim=2)
-    weights = torch.softmax(q @ k_cache.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)
-    return merge_heads(weights @ v_cache) @ W_o, k_cache, v_cache
+# %% nbgrader={"grade": false, "grade_id": "apply_rope", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def apply_rope(x, positions=None):
+    B, H, L, d = x.shape  # assumes (B, H, L, D): the 2-D and 3-D cases fail
+    positions = torch.arange(L) if positions is None else positions
+    theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    angles = positions.double()[:, None] * theta
+    cos, sin = torch.cos(angles).to(x.dtype), torch.sin(angles).to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).reshape(B, H, L, d)
+
+
+# %% nbgrader={"grade": false, "grade_id": "cached_causal_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def cached_causal_attention(x, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
+    t_old, t_new = k_cache.shape[2], x.shape[1]
+    positions = t_old + torch.arange(t_new)
+    q = apply_rope(split_heads(x @ W_q.T, num_heads), positions)
+    k_cache = torch.cat([k_cache, apply_rope(split_heads(x @ W_k.T, num_heads), positions)], dim=2)
+    v_cache = torch.cat([v_cache, split_heads(x @ W_v.T, num_heads)], dim=2)
+    scores = q @ k_cache.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    future = torch.ones(t_new, t_old + t_new, dtype=torch.bool).triu(t_old + 1)  # keys after each new token
+    weights = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    return merge_heads(weights @ v_cache) @ W_o.T, k_cache, v_cache
 
 
 # %% nbgrader={"grade": false, "grade_id": "train_reversal_model", "locked": false, "schema_version": 3, "solution": true, "task": false}

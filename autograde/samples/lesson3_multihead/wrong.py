@@ -10,12 +10,12 @@
 # A sample student of Lesson 3 with a classic mistake in every exercise. split_heads reshapes
 # straight to (B, H, L, D), cutting the sequence instead of the features; merge_heads likewise
 # skips the transpose. The multi-head attention scales by sqrt(E) instead of each head's sqrt(D).
-# The parity exercise forgets that torch stores weights as (out, in). The sinusoidal encoding uses
-# 10000^(i/d) instead of 10000^(2i/d). RoPE pairs feature i with i + d/2 (GPT-NeoX's convention)
-# instead of the interleaved pairs asked for. The decoding step lets the new token attend only to
-# the old cache, before appending itself. The model is trained without positional encoding, so it
-# cannot tell position i from position L-1-i. Each cell below replaces the answer cell with the
-# same grade_id in the released notebook.
+# The parity exercise applies torch's (out, in) weights without the transpose. The sinusoidal
+# encoding uses 10000^(i/d) instead of 10000^(2i/d). RoPE pairs feature i with i + d/2
+# (GPT-NeoX's convention) instead of the interleaved pairs asked for. The cached attention rotates
+# the new tokens as if they stood at positions 0, 1, ... instead of after the cached ones. The model
+# is trained without positional encoding, so it cannot tell position i from position L-1-i. Each
+# cell below replaces the answer cell with the same grade_id in the released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "split_heads", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def split_heads(x, num_heads):
@@ -30,28 +30,30 @@ def merge_heads(x):
 
 
 # %% nbgrader={"grade": false, "grade_id": "multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def multihead_attention(x_q, x_kv, W_q, W_k, W_v, W_o, num_heads, key_padding_mask=None, is_causal=False):
-    E = x_q.shape[-1]
-    q = (x_q @ W_q).reshape(x_q.shape[0], x_q.shape[1], num_heads, -1).transpose(1, 2)
-    k = (x_kv @ W_k).reshape(x_kv.shape[0], x_kv.shape[1], num_heads, -1).transpose(1, 2)
-    v = (x_kv @ W_v).reshape(x_kv.shape[0], x_kv.shape[1], num_heads, -1).transpose(1, 2)
-    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+def multihead_attention(query, key, value, W_q, W_k, W_v, W_o, num_heads, *, key_mask=None, is_causal=False):
+    E = query.shape[-1]
+    q = (query @ W_q.T).reshape(query.shape[0], query.shape[1], num_heads, -1).transpose(1, 2)
+    k = (key @ W_k.T).reshape(key.shape[0], key.shape[1], num_heads, -1).transpose(1, 2)
+    v = (value @ W_v.T).reshape(value.shape[0], value.shape[1], num_heads, -1).transpose(1, 2)
+    mask = None if key_mask is None else key_mask[:, None, None, :]
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, scale=1 / math.sqrt(E))
-    return out.transpose(1, 2).reshape(x_q.shape) @ W_o
+    return out.transpose(1, 2).reshape(query.shape) @ W_o.T
 
 
-# %% nbgrader={"grade": false, "grade_id": "mha_with_torch_weights", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def mha_with_torch_weights(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
-                           num_heads, key_padding_mask=None):
+# %% nbgrader={"grade": false, "grade_id": "packed_multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def packed_multihead_attention(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
+                               num_heads, *, key_padding_mask=None):
     W_q, W_k, W_v = in_proj_weight.chunk(3)
     b_q, b_k, b_v = in_proj_bias.chunk(3) if in_proj_bias is not None else (0, 0, 0)
     q, k, v = query @ W_q + b_q, key @ W_k + b_k, value @ W_v + b_v  # torch's (out, in) used as (in, out)
     B, Lq, E = query.shape
     sh = lambda t: t.reshape(B, -1, num_heads, E // num_heads).transpose(1, 2)
-    mask = None if key_padding_mask is None else ~key_padding_mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(sh(q), sh(k), sh(v), attn_mask=mask).transpose(1, 2).reshape(B, Lq, E)
-    out = out @ out_proj_weight
-    return out + out_proj_bias if out_proj_bias is not None else out
+    scores = sh(q) @ sh(k).transpose(-2, -1) / math.sqrt(E // num_heads)
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+    weights = torch.softmax(scores, dim=-1)
+    out = (weights @ sh(v)).transpose(1, 2).reshape(B, Lq, E) @ out_proj_weight
+    return (out + out_proj_bias if out_proj_bias is not None else out), weights.mean(dim=1)
 
 
 # %% nbgrader={"grade": false, "grade_id": "sinusoidal_encoding", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -65,23 +67,26 @@ def sinusoidal_encoding(length, d_model):
 
 
 # %% nbgrader={"grade": false, "grade_id": "apply_rope", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def apply_rope(x):
+def apply_rope(x, positions=None):
     length, d = x.shape[-2:]
+    positions = torch.arange(length) if positions is None else positions
     theta = 10000.0 ** (-torch.arange(0, d, 2, dtype=x.dtype) / d)
-    angles = torch.arange(length, dtype=x.dtype)[:, None] * theta
+    angles = positions.to(x.dtype)[:, None] * theta
     cos, sin = torch.cos(angles), torch.sin(angles)
     first, second = x[..., : d // 2], x[..., d // 2:]  # pairs (i, i + d/2)
     return torch.cat([first * cos - second * sin, first * sin + second * cos], dim=-1)
 
 
-# %% nbgrader={"grade": false, "grade_id": "decode_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def decode_step(x_t, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
-    B, _, E = x_t.shape
-    q = (x_t @ W_q).reshape(B, 1, num_heads, -1).transpose(1, 2)
-    out = F.scaled_dot_product_attention(q, k_cache, v_cache)  # the new token does not see itself
-    k_cache = torch.cat([k_cache, (x_t @ W_k).reshape(B, 1, num_heads, -1).transpose(1, 2)], dim=2)
-    v_cache = torch.cat([v_cache, (x_t @ W_v).reshape(B, 1, num_heads, -1).transpose(1, 2)], dim=2)
-    return out.transpose(1, 2).reshape(B, 1, E) @ W_o, k_cache, v_cache
+# %% nbgrader={"grade": false, "grade_id": "cached_causal_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def cached_causal_attention(x, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
+    B, T, E = x.shape
+    q = apply_rope((x @ W_q.T).reshape(B, T, num_heads, -1).transpose(1, 2))  # positions 0..T-1: the cache forgotten
+    k_new = apply_rope((x @ W_k.T).reshape(B, T, num_heads, -1).transpose(1, 2))
+    k_cache = torch.cat([k_cache, k_new], dim=2)
+    v_cache = torch.cat([v_cache, (x @ W_v.T).reshape(B, T, num_heads, -1).transpose(1, 2)], dim=2)
+    mask = torch.ones(T, k_cache.shape[2], dtype=torch.bool).tril(diagonal=k_cache.shape[2] - T)
+    out = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)
+    return out.transpose(1, 2).reshape(B, T, E) @ W_o.T, k_cache, v_cache
 
 
 # %% nbgrader={"grade": false, "grade_id": "train_reversal_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
