@@ -489,6 +489,22 @@ def corpus() -> list[Entry]:
     return entries
 
 
+def remove_deep_tree(ctx: Context) -> None:
+    """Remove the chain of :func:`deep_tree` from the bottom up (a recursive rmtree, pytest's own
+    clean-up of old temporary folders included, would crash on it)."""
+    chain = str(ctx.submissions / "deep_tree" / LESSON.id / "d")
+    if not os.path.isdir(chain):
+        return
+    depth = 0
+    while os.path.isdir(chain + "/d"):
+        chain, depth = chain + "/d", depth + 1
+    for name in os.listdir(chain):
+        os.remove(os.path.join(chain, name))
+    for _ in range(depth + 1):
+        os.rmdir(chain)
+        chain = os.path.dirname(chain)
+
+
 def deep_tree(ctx: Context, folder: Path) -> None:
     """The honest notebook, beside a chain of 1,100 nested folders (a walk that recursed would crash)."""
     nbformat.write(full_marks(ctx), folder / f"{LESSON.notebook}.ipynb")

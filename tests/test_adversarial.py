@@ -18,7 +18,8 @@ import pytest
 from bs4 import BeautifulSoup
 from nbgrader.api import Gradebook
 
-from adversarial_corpus import LESSON, POINTS, UNSAFE_NAMES, Context, corpus, write_corpus, write_unsafe_names
+from adversarial_corpus import (LESSON, POINTS, UNSAFE_NAMES, Context, corpus, remove_deep_tree, write_corpus,
+                               write_unsafe_names)
 from autograde.grade import autograde
 
 pytestmark = pytest.mark.slow  # whole classes graded
@@ -32,6 +33,20 @@ INSTRUCTOR_FILES = [LESSON.source_path, "autograde/nbgrader_config.py", f"lesson
 
 def digests(paths: list[Path]) -> dict[Path, str]:
     return {path: hashlib.sha256(path.read_bytes()).hexdigest() for path in paths}
+
+
+def files_below(folder: Path, depth: int = 8) -> list[Path]:
+    """The plain files below ``folder``, links not followed, ``depth`` levels down (the corpus holds a
+    chain of 1,100 nested folders, which pathlib's rglob would recurse into until it crashes)."""
+    found, stack = [], [(folder, 0)]
+    while stack:
+        current, level = stack.pop()
+        for entry in os.scandir(current):
+            if entry.is_dir(follow_symlinks=False) and level < depth:
+                stack.append((Path(entry.path), level + 1))
+            elif entry.is_file(follow_symlinks=False):
+                found.append(Path(entry.path))
+    return sorted(found)
 
 
 def processes_with(text: str) -> list[str]:
@@ -54,16 +69,20 @@ def graded(tmp_path_factory):
     root = tmp_path_factory.mktemp("adversarial")
     ctx = Context(project=PROJECT, submissions=root / "submissions", out=root / "out",
                   marker=f"attention-corpus-{uuid.uuid4().hex}")
-    write_corpus(ctx, ENTRIES)
-    write_unsafe_names(ctx)
-    watched = [PROJECT / path for path in INSTRUCTOR_FILES] + sorted(p for p in ctx.submissions.rglob("*") if p.is_file())
-    before = digests(watched)
-    start = time.monotonic()
-    grades = autograde(PROJECT, ctx.submissions, ctx.out, lessons=(LESSON,), jobs=2, cell_timeout=10, progress=False)
-    seconds = time.monotonic() - start
-    time.sleep(0.5)  # anything the sandbox killed has gone from /proc
-    return {"ctx": ctx, "grades": grades, "before": before, "after": digests([p for p in watched if p.exists()]),
-            "watched": watched, "seconds": seconds, "survivors": processes_with(ctx.marker)}
+    try:
+        write_corpus(ctx, ENTRIES)
+        write_unsafe_names(ctx)
+        watched = [PROJECT / path for path in INSTRUCTOR_FILES] + files_below(ctx.submissions)
+        before = digests(watched)
+        start = time.monotonic()
+        grades = autograde(PROJECT, ctx.submissions, ctx.out, lessons=(LESSON,), jobs=2, cell_timeout=10,
+                           progress=False)
+        seconds = time.monotonic() - start
+        time.sleep(0.5)  # anything the sandbox killed has gone from /proc
+        yield {"ctx": ctx, "grades": grades, "before": before, "after": digests([p for p in watched if p.exists()]),
+               "watched": watched, "seconds": seconds, "survivors": processes_with(ctx.marker)}
+    finally:
+        remove_deep_tree(ctx)
 
 
 def reasons(found, student: str) -> list[str]:

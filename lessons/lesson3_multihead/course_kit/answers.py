@@ -1,17 +1,18 @@
 """The hidden half of every test cell: record the student's answers for the grader to judge.
 
-While grading, ``attention-course autograde`` runs each submission in a sandbox with a file
-``grading_inputs.pt`` beside the notebook: for every exercise, the inputs of its visible and hidden
-cases (never the expected outputs) and the fused operators it may not call. A graded test cell
-calls ``record_answers(exercise, fn)``: ``fn`` runs on each case (:func:`course_kit.checks.run_case`),
-and its answers are saved to ``answers/<exercise>.pt``. The grader, outside the sandbox, judges
-them with :func:`course_kit.checks.judge` against the reference library's outputs. Nothing the
-notebook does to its own process (replacing ``torch.allclose``, the check helpers, ``builtins``)
-can change that verdict: it is not computed here.
+While ``attention-course autograde`` runs a submission, it gives the kernel, just before each test
+cell runs and only until it ends, a file of that cell's cases: the inputs of its visible and hidden
+cases (never the expected outputs) and the fused operators the exercise may not call. Its path is
+in the environment variable ``COURSE_KIT_GRADING_INPUTS``. The test cell calls
+``record_answers(exercise, fn)``: ``fn`` runs on each case (:func:`course_kit.checks.run_case`) and
+its answers are saved in the folder named by ``COURSE_KIT_ANSWERS``. The grader moves them out of
+the sandbox and judges them with :func:`course_kit.checks.judge` against the reference library's
+outputs. Nothing the notebook does to its own process (replacing ``torch.allclose``, the check
+helpers, ``builtins``) can change that verdict: it is not computed here.
 
-Without ``grading_inputs.pt`` (the instructor running the source notebook, ``attention-course
-validate``) the hidden test runs in the kernel instead, with the installed grader's full library
-(its ``course_kit.grader`` entry point ``hidden_test``), when there is one.
+Outside grading (the instructor running the source notebook, ``attention-course validate``) the
+hidden test runs in the kernel instead, with the installed grader's full library (its
+``course_kit.grader`` entry point ``hidden_test``), when there is one.
 
 Part of the student kit: it imports only torch and the kit's checks.
 """
@@ -27,8 +28,8 @@ from torch.autograd.profiler import profile
 
 from course_kit.checks import FUSED, KIT_GRADER, run_case
 
-GRADING_INPUTS_FILE = "grading_inputs.pt"
-ANSWERS_DIR = "answers"
+INPUTS_ENV = "COURSE_KIT_GRADING_INPUTS"  # set by the grader: the file of the current test cell's cases
+ANSWERS_ENV = "COURSE_KIT_ANSWERS"  # set by the grader: where the answers go
 
 
 def _fused_ops_called(names: set[str], forbidden: list[str]) -> list[str]:
@@ -56,14 +57,17 @@ def answers_to(fn: Any, cases: list[dict], forbidden: list[str]) -> list[dict]:
 
 def record_answers(exercise: str, fn: Any) -> None:
     """The hidden test of ``exercise``: record ``fn``'s answers for the grader (see the module doc)."""
-    if not os.path.exists(GRADING_INPUTS_FILE):
+    if INPUTS_ENV not in os.environ:
         grader = {point.name: point for point in entry_points(group=KIT_GRADER)}
         if "hidden_test" not in grader:
             raise RuntimeError(f"{exercise}: the hidden test runs while grading, or with the course's grader installed")
         grader["hidden_test"].load()(exercise, fn)
         return
-    spec = torch.load(GRADING_INPUTS_FILE, weights_only=True)[exercise]
+    try:
+        spec = torch.load(os.environ[INPUTS_ENV], weights_only=True)[exercise]
+    except (OSError, KeyError):
+        raise RuntimeError(f"{exercise}: the grader's cases are given only to the test cell that checks it") from None
     answers = answers_to(fn, spec["cases"], spec["forbidden"])
-    os.makedirs(ANSWERS_DIR, exist_ok=True)
-    torch.save(answers, os.path.join(ANSWERS_DIR, f"{exercise}.pt"))
+    os.makedirs(os.environ[ANSWERS_ENV], exist_ok=True)
+    torch.save(answers, os.path.join(os.environ[ANSWERS_ENV], f"{exercise}.pt"))
     print(f"{exercise}: answers to {len(answers)} cases recorded; the grader checks them")

@@ -32,6 +32,7 @@ see. This module is part of the student kit: it imports only the standard librar
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from importlib.metadata import entry_points
@@ -39,8 +40,14 @@ from typing import Any, Callable
 
 import torch
 from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 VISIBLE_CASES_FILE = "visible_cases.pt"
+# (atol, rtol) by dtype of an expected output: an answer passes within atol + rtol * |expected|. The
+# expected outputs are computed in float64 and rounded (flash-attn's attention_ref rule), so float32
+# allows the rounding of a plain implementation; booleans and integers compare exactly.
+TOLERANCES = {torch.float16: (1e-3, 1e-2), torch.bfloat16: (1e-2, 2e-2), torch.float32: (1e-5, 1e-4),
+              torch.float64: (1e-10, 1e-8)}
 MAX_DETAILED_FAILURES = 3
 NOT_IMPLEMENTED = "not implemented yet: replace the `raise NotImplementedError()` line with your code"
 KIT_GRADER = "course_kit.grader"  # entry points of the installed grader (pyproject.toml), for the instructor
@@ -98,6 +105,33 @@ class Forbid(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+class Measure(TorchDispatchMode):
+    """What a call allocates and computes, seen at the level of torch's operators: the largest tensor
+    any operator returned (not a view of another), and the multiply-adds of its matrix products."""
+
+    PRODUCTS = {"aten.mm.default", "aten.bmm.default", "aten.addmm.default", "aten.baddbmm.default",
+                "aten.addbmm.default", "aten.matmul.default"}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest: tuple[int, ...] = ()
+        self.largest_elements = 0
+        self.matmul_flops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func)
+        if name in self.PRODUCTS:
+            a, b = (args[-2], args[-1]) if name.startswith("aten.add") or name.startswith("aten.badd") else args[:2]
+            batch = a.shape[0] if a.dim() == 3 else 1
+            self.matmul_flops += 2 * batch * a.shape[-2] * a.shape[-1] * b.shape[-1]
+        if not getattr(func, "is_view", False):
+            for tensor in (out if isinstance(out, (tuple, list)) else (out,)):
+                if isinstance(tensor, torch.Tensor) and tensor.numel() > self.largest_elements:
+                    self.largest_elements, self.largest = tensor.numel(), tuple(tensor.shape)
+        return out
+
+
 # --- step 1: the answer ---------------------------------------------------------------------------
 
 def run_case(fn: Any, case: dict, forbidden: tuple[str, ...] = ()) -> dict:
@@ -109,18 +143,24 @@ def run_case(fn: Any, case: dict, forbidden: tuple[str, ...] = ()) -> dict:
     containers and scalars: what ``torch.load(weights_only=True)`` reads back.
     """
     args, kwargs = _clone(case["args"]), _clone(case["kwargs"])
-    mode = Forbid(forbidden)
+    mode, measure = Forbid(forbidden), Measure() if _constrained(case) else contextlib.nullcontext()
     answer: dict[str, Any] = {}
     try:
-        with mode:
+        with mode, measure:
             answer["output"] = _plain(_call(fn, args, kwargs, case.get("method")))
     except Exception as error:  # the student's code raised: the judge says what
         answer["error"] = f"{type(error).__name__}: {error}"[:2000]
         answer["error_type"] = type(error).__name__
         answer["not_implemented"] = _not_implemented(error)
+    if isinstance(measure, Measure):
+        answer["largest_tensor"], answer["matmul_flops"] = list(measure.largest), measure.matmul_flops
     answer["forbidden"] = sorted(set(mode.seen))
     answer["inputs_changed"] = not (_same(case["args"], args) and _same(case["kwargs"], kwargs))
     return answer
+
+
+def _constrained(case: dict) -> bool:
+    return "max_tensor_elements" in case or "max_matmul_flops" in case
 
 
 def _call(fn: Callable, args: list, kwargs: dict, method: str | None = None) -> Any:
@@ -202,7 +242,38 @@ def judge(answer: Any, case: dict) -> str | None:
     output = answer.get("output")
     if isinstance(output, dict) and set(output) == {"unsupported"}:
         return f"returned a {output['unsupported']}, which is not an answer the grader can compare"
-    return compare_case(output, case)
+    if _constrained(case) and (broken := constraint_problem(answer, case)) is not None:
+        return broken
+    problem = compare_case(output, case)
+    if problem is not None:
+        problem += "".join(f". {m['hint']}" for m in case.get("mistakes", ()) if _matches(output, m["expected"], case))
+    return problem
+
+
+def constraint_problem(answer: dict, case: dict) -> str | None:
+    """Which constraint of ``case`` the call broke, and by how much, or None (see :class:`Measure`)."""
+    largest, limit = answer.get("largest_tensor"), case.get("max_tensor_elements")
+    if limit is not None:
+        if not isinstance(largest, list):
+            return "its memory use was not measured"
+        if math.prod(largest) > limit:
+            shape = " x ".join(map(str, largest))
+            return (f"allocated a {shape} tensor; at most {limit:,} elements are allowed here "
+                    f"({case.get('constraint', 'the constraint of the exercise')})")
+    flops, limit = answer.get("matmul_flops"), case.get("max_matmul_flops")
+    if limit is not None:
+        if not isinstance(flops, int):
+            return "its matrix products were not counted"
+        if flops > limit:
+            return (f"its matrix products took {flops:,} multiply-adds x 2, {flops / limit:.2f}x the most allowed "
+                    f"({case.get('constraint', 'the constraint of the exercise')})")
+    return None
+
+
+def _matches(output: Any, mistaken: Any, case: dict) -> bool:
+    """Whether ``output`` is what a known mistake gives on this case."""
+    return compare(output, tuple(mistaken) if isinstance(mistaken, list) else mistaken,
+                   atol=case["atol"], rtol=case["rtol"], names=case.get("names")) is None
 
 
 def compare_case(actual: Any, case: dict) -> str | None:
