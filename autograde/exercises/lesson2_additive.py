@@ -117,7 +117,7 @@ def _step_inputs(g, b, e, h, k, a, v, ls, lengths, dtype=torch.float32):
 
 def _decoder_step_visible(g):
     return [
-        ("B=2, E=3, H=4, keys (2, 5, 6), a=5, V=7, source lengths [5, 3]",
+        ("B=2, E=3, H=4, annotations (2, 5, 6), a=5, V=7, source lengths [5, 3]",
          _step_inputs(g, 2, 3, 4, 6, 5, 7, 5, [5, 3]), {}),
         ("B=1, a single source character", _step_inputs(g, 1, 3, 4, 6, 5, 7, 1, [1]), {}),
         ("float64, B=3, source lengths [2, 4, 1]", _step_inputs(g, 3, 2, 5, 4, 3, 6, 4, [2, 4, 1], torch.float64), {}),

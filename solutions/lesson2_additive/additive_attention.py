@@ -115,23 +115,26 @@ for (source, target), ids, length in zip(data.train[:3], batch.source, batch.sou
 #
 # | tensor | shape | |
 # | --- | --- | --- |
-# | `queries @ W_q.T` | `(..., Lq, h)` | then `unsqueeze(-2)`: `(..., Lq, 1, h)` |
-# | `keys @ W_k.T` | `(..., Lk, h)` | then `unsqueeze(-3)`: `(..., 1, Lk, h)` |
+# | `query @ W_q.T` | `(..., Lq, h)` | then `unsqueeze(-2)`: `(..., Lq, 1, h)` |
+# | `key @ W_k.T` | `(..., Lk, h)` | then `unsqueeze(-3)`: `(..., 1, Lk, h)` |
 # | their sum, $\tanh$ | `(..., Lq, Lk, h)` | one $h$-vector per query-key pair |
 # | `@ v` | `(..., Lq, Lk)` | the scores |
 #
 # ### Exercise 1: additive scores (2 points)
 #
-# Write `additive_scores`. The weights are stored as PyTorch's `nn.Linear` stores them, output
-# size first, so $W_q \mathbf q$ for a row of queries is `queries @ W_q.T`.
+# Write `additive_scores`. Its arguments take PyTorch's names (those of
+# `F.scaled_dot_product_attention`): `query` holds the $L_q$ queries, one per row, and `key` the
+# $L_k$ keys. The weights are stored as `nn.Linear` stores its weight, (out, in), output size
+# first: $W_q$ is `(h, d_q)`, and $W_q \mathbf q$ for every row of `query` at once is
+# `query @ W_q.T`. That is the convention of the whole course.
 
 # %% nbgrader={"grade": false, "grade_id": "additive_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_scores(queries, keys, W_q, W_k, v):
+def additive_scores(query, key, W_q, W_k, v):
     """Bahdanau's additive scores v^T tanh(W_q q_i + W_k k_j) for every query i and key j.
 
     Args:
-        queries: float tensor (..., Lq, d_q).
-        keys: float tensor (..., Lk, d_k), the same leading dims as queries; d_k may differ from d_q.
+        query: float tensor (..., Lq, d_q), the Lq queries.
+        key: float tensor (..., Lk, d_k), the Lk keys, the same leading dims as query; d_k may differ from d_q.
         W_q: float tensor (h, d_q), the query projection.
         W_k: float tensor (h, d_k), the key projection.
         v: float tensor (h,), reads the score off the hidden layer.
@@ -140,9 +143,9 @@ def additive_scores(queries, keys, W_q, W_k, v):
         Float tensor (..., Lq, Lk): entry [..., i, j] scores query i against key j.
     """
     ### BEGIN SOLUTION
-    projected_queries = queries @ W_q.T  # (..., Lq, h)
-    projected_keys = keys @ W_k.T  # (..., Lk, h)
-    hidden = torch.tanh(projected_queries[..., :, None, :] + projected_keys[..., None, :, :])  # (..., Lq, Lk, h)
+    projected_query = query @ W_q.T  # (..., Lq, h)
+    projected_key = key @ W_k.T  # (..., Lk, h)
+    hidden = torch.tanh(projected_query[..., :, None, :] + projected_key[..., None, :, :])  # (..., Lq, Lk, h)
     return hidden @ v  # (..., Lq, Lk, h) @ (h,) -> (..., Lq, Lk)
     ### END SOLUTION
 
@@ -194,19 +197,19 @@ plt.show()
 # the dot product.
 
 # %% nbgrader={"grade": false, "grade_id": "general_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def general_scores(queries, keys, W):
+def general_scores(query, key, W):
     """Luong's general scores q_i^T W k_j for every query i and key j.
 
     Args:
-        queries: float tensor (..., Lq, d_q).
-        keys: float tensor (..., Lk, d_k), the same leading dims as queries.
+        query: float tensor (..., Lq, d_q), the Lq queries.
+        key: float tensor (..., Lk, d_k), the Lk keys, the same leading dims as query.
         W: float tensor (d_q, d_k).
 
     Returns:
         Float tensor (..., Lq, Lk).
     """
     ### BEGIN SOLUTION
-    return (queries @ W) @ keys.transpose(-2, -1)  # (..., Lq, d_k) @ (..., d_k, Lk) -> (..., Lq, Lk)
+    return (query @ W) @ key.transpose(-2, -1)  # (..., Lq, d_k) @ (..., d_k, Lk) -> (..., Lq, Lk)
     ### END SOLUTION
 
 
@@ -279,20 +282,21 @@ for L in [64, 256, 512]:
 #
 # Write `additive_attention`: your scores, the masked softmax over the keys, the context. It
 # returns both the context and the weights (we will plot the weights). With
-# `valid_lens=None`, every key takes part.
+# `valid_lens=None`, every key takes part. The `*` in its signature makes `valid_lens` an option
+# passed by name, `valid_lens=...`, as PyTorch passes its options.
 #
 # *Hint*: `torch.arange(Lk) < valid_lens[:, None]` is `(B, Lk)`, True where a key is real
 # (Lesson 1's padding mask); insert a query dimension to broadcast it against `(B, Lq, Lk)`
 # scores, and use `masked_fill`.
 
 # %% nbgrader={"grade": false, "grade_id": "additive_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
+def additive_attention(query, key, value, W_q, W_k, v, *, valid_lens=None):
     """Additive attention: softmax over the keys of the additive scores, then the weighted values.
 
     Args:
-        queries: float tensor (B, Lq, d_q) (or no batch dim when valid_lens is None).
-        keys: float tensor (B, Lk, d_k).
-        values: float tensor (B, Lk, Dv), one value per key.
+        query: float tensor (B, Lq, d_q), the queries (or no batch dim when valid_lens is None).
+        key: float tensor (B, Lk, d_k), the keys.
+        value: float tensor (B, Lk, Dv), one value per key.
         W_q, W_k, v: the parameters of additive_scores.
         valid_lens: None, or an integer tensor (B,) with 1 <= valid_lens[b] <= Lk: the keys
             j >= valid_lens[b] of batch element b are padding and get weight exactly 0.
@@ -302,12 +306,12 @@ def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
         each query; weights (B, Lq, Lk), each row summing to 1 over the real keys.
     """
     ### BEGIN SOLUTION
-    scores = additive_scores(queries, keys, W_q, W_k, v)  # (B, Lq, Lk)
+    scores = additive_scores(query, key, W_q, W_k, v)  # (B, Lq, Lk)
     if valid_lens is not None:
-        is_real = torch.arange(keys.shape[-2], device=keys.device) < valid_lens[:, None]  # (B, Lk)
+        is_real = torch.arange(key.shape[-2], device=key.device) < valid_lens[:, None]  # (B, Lk)
         scores = scores.masked_fill(~is_real[:, None, :], float("-inf"))  # (B, 1, Lk) broadcasts over queries
     weights = torch.softmax(scores, dim=-1)  # (B, Lq, Lk); exp(-inf) = 0 for padding
-    return weights @ values, weights  # (B, Lq, Lk) @ (B, Lk, Dv) -> (B, Lq, Dv)
+    return weights @ value, weights  # (B, Lq, Lk) @ (B, Lk, Dv) -> (B, Lq, Dv)
     ### END SOLUTION
 
 
@@ -327,10 +331,10 @@ check_exercise("additive_attention", additive_attention)
 # %%
 examples = [data.test[0], data.test[1], data.test[2]]
 batch = make_batch(examples)
-keys = torch.randn(3, batch.source.shape[1], 6)  # stand-ins for the encoder's outputs
-context, weights = additive_attention(torch.randn(3, 1, 4), keys, keys, torch.randn(5, 4), torch.randn(5, 6),
+key = torch.randn(3, batch.source.shape[1], 6)  # stand-ins for the encoder's outputs
+context, weights = additive_attention(torch.randn(3, 1, 4), key, key, torch.randn(5, 4), torch.randn(5, 6),
                                       torch.randn(5), valid_lens=batch.source_lengths)
-print("weight on padding:", weights[torch.arange(keys.shape[1]) >= batch.source_lengths[:, None, None]].sum().item())
+print("weight on padding:", weights[torch.arange(key.shape[1]) >= batch.source_lengths[:, None, None]].sum().item())
 width = batch.source.shape[1]
 plot_attention(weights[:, 0, :], query_labels=[s for s, _ in examples],
                key_labels=[str(j) for j in range(width)], xlabel="source position (key)",
@@ -374,13 +378,13 @@ print(inspect.getsource(fixed_context_step))
 # results. Use the *previous* state as the query, as Bahdanau et al. did.
 
 # %% nbgrader={"grade": false, "grade_id": "decoder_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def decoder_step(embedded, hidden, keys, source_lengths, params):
+def decoder_step(embedded, hidden, annotations, source_lengths, params):
     """One decoder step with additive attention: look, update, predict.
 
     Args:
         embedded: float tensor (B, E), the embedding of the previous target character.
         hidden: float tensor (B, H), the previous decoder state s_{t-1}, the attention query.
-        keys: float tensor (B, Ls, K), the encoder's annotations: the keys and the values.
+        annotations: float tensor (B, Ls, K), the encoder's annotations h_j: the keys and the values.
         source_lengths: integer tensor (B,), the number of real (unpadded) source characters.
         params: dict of float tensors: W_q (a, H), W_k (a, K), v (a,); W_ih (3H, E + K),
             W_hh (3H, H), b_ih (3H,), b_hh (3H,); W_out (V, H + K), b_out (V,).
@@ -390,8 +394,8 @@ def decoder_step(embedded, hidden, keys, source_lengths, params):
         new_hidden (B, H) the state s_t, weights (B, Ls) the attention paid to each source character.
     """
     ### BEGIN SOLUTION
-    context, weights = additive_attention(hidden[:, None, :], keys, keys, params["W_q"], params["W_k"],
-                                          params["v"], valid_lens=source_lengths)  # (B, 1, K), (B, 1, Ls)
+    context, weights = additive_attention(hidden[:, None, :], annotations, annotations, params["W_q"],
+                                          params["W_k"], params["v"], valid_lens=source_lengths)  # (B, 1, K), (B, 1, Ls)
     context, weights = context[:, 0], weights[:, 0]  # (B, K), (B, Ls)
     gru_input = torch.cat([embedded, context], dim=-1)  # (B, E + K)
     new_hidden = gru_cell(gru_input, hidden, params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])
