@@ -103,8 +103,11 @@ for (source, target), ids, length in zip(data.train[:3], batch.source, batch.sou
 # $$a(\mathbf q, \mathbf k) = \mathbf v^\top \tanh\!\left(W_q\, \mathbf q + W_k\, \mathbf k\right),
 # \qquad W_q \in \mathbb R^{h \times d_q},\; W_k \in \mathbb R^{h \times d_k},\; \mathbf v \in \mathbb R^{h}.$$
 #
-# It is a one-hidden-layer perceptron on the pair, and it is called *additive* because the
-# query and the key meet by addition. Two things follow. The query and the key can have
+# Each matrix has its output size first and multiplies a column vector, $W_q \mathbf q$, as a
+# PyTorch layer stores and applies its weight (`nn.Linear(d_q, h).weight` is `(h, d_q)`).
+#
+# The score is a one-hidden-layer perceptron on the pair, and it is called *additive* because
+# the query and the key meet by addition. Two things follow. The query and the key can have
 # different sizes $d_q \ne d_k$: in the translator, the query is the decoder's state and the
 # keys are the encoder's outputs, two different networks. And because of the $\tanh$, the score
 # is not bilinear: it can express "this query likes keys *near* that point", not only "in that
@@ -180,16 +183,22 @@ plt.show()
 # %% [markdown]
 # ## 3. Multiplicative scores, and what each costs
 #
-# Luong, Pham and Manning (2015, section 3.1) compared Bahdanau's score with two simpler,
-# *multiplicative* ones:
+# Luong, Pham and Manning (2015, section 3.1) tried three scores in one decoder: *concat*,
+# $\mathbf v_a^\top \tanh(W_a [\mathbf q; \mathbf k])$, which is Bahdanau's additive score with
+# its two matrices side by side, $W_a = [W_q \; W_k]$, and two *multiplicative* ones:
 #
 # $$a_{\text{dot}}(\mathbf q, \mathbf k) = \mathbf q^\top \mathbf k,
 # \qquad
 # a_{\text{general}}(\mathbf q, \mathbf k) = \mathbf q^\top W \mathbf k, \quad W \in \mathbb R^{d_q \times d_k}.$$
 #
+# Their decoder is not Bahdanau's: its query is always the *current* state $\mathbf h_t$, which
+# the recurrent network computes before the decoder looks at the source, where Bahdanau's looks
+# first, with the previous state $\mathbf s_{t-1}$ (section 5).
+#
 # The *general* score keeps a learned matrix but drops the $\tanh$: it is bilinear, and for all
-# pairs at once it is two matrix products, $(Q W) K^\top$. Like the additive score, it accepts
-# $d_q \ne d_k$; the plain dot product does not.
+# pairs at once it is two matrix products, $(Q W) K^\top$. Read it as $\mathbf q^\top (W \mathbf k)$:
+# $W$ takes a key to the query's size, output size first, as `nn.Linear(d_k, d_q).weight` is
+# `(d_q, d_k)`. Like the additive score, it accepts $d_q \ne d_k$; the plain dot product does not.
 #
 # ### Exercise 2: the general (bilinear) score (1 point)
 #
@@ -258,10 +267,16 @@ for L in [64, 256, 512]:
 # %% [markdown]
 # The additive score is one to two orders of magnitude slower at the same sizes, and the gap
 # grows with $h$. What it buys is expressiveness and freedom of sizes, which is what a small
-# recurrent translator needs. Luong et al. found the general score about as good as the additive
-# one for translation, and the dot product good enough once the decoder's state is used as the
-# query; the transformer then made the dot product fast *and* good with its learned projections
-# and $1/\sqrt{d}$.
+# recurrent translator needs.
+#
+# Which score translates best? Luong et al. (2015, section 5.3 and table 4) compared them on
+# English to German, in their decoder. Their implementation of concat "does not yield good
+# performances" (they suspect a simplification of theirs, footnote 15); dot works well for their
+# *global* attention, over every source word as here, and general is better for their *local*
+# attention, over a window of source words around a predicted position. Those are findings for
+# a decoder that queries with $\mathbf h_t$, not a verdict on Bahdanau's model. The transformer
+# then made the dot product fast *and* good, with learned projections of the queries and keys
+# and Lesson 1's $1/\sqrt{d}$ (Vaswani et al., 2017).
 #
 # ## 4. Attention over a padded batch
 #
@@ -348,7 +363,7 @@ plot_attention(weights[:, 0, :], query_labels=[s for s, _ in examples],
 # *annotation* $\mathbf h_j$ (size $K = 128$) describing that character in its context: the
 # keys and the values of attention. The **decoder** is a GRU cell that writes the ten target
 # characters one by one. Its state $\mathbf s_{t-1}$ remembers what it has written so far.
-# Bahdanau et al. (2015, eqs. 4–6) make each step:
+# Each step is Bahdanau et al.'s (2015, eqs. 4–6), with a simplified output layer:
 #
 # 1. **Look.** Query the annotations with the previous state:
 #    $\mathbf c_t, \boldsymbol\alpha_t = \operatorname{attention}(\mathbf s_{t-1}, \mathbf h, \mathbf h)$,
@@ -357,10 +372,13 @@ plot_attention(weights[:, 0, :], query_labels=[s for s, _ in examples],
 #    to the GRU: $\mathbf s_t = \operatorname{GRU}([\mathbf e(y_{t-1}); \mathbf c_t],\, \mathbf s_{t-1})$.
 # 3. **Predict.** Score every target character from the new state and the context:
 #    $\text{logits}_t = W_{\text{out}} [\mathbf s_t; \mathbf c_t] + \mathbf b_{\text{out}}$.
+#    This layer is *simplified*: Bahdanau et al.'s also reads the previous character $y_{t-1}$
+#    and has a hidden layer of maxout units, a "deep output" (their appendix A.2.2). A linear
+#    layer is enough for dates.
 #
 # The GRU cell is given, as `gru_cell(x, h, W_ih, W_hh, b_ih, b_hh)` (the equations of
 # `torch.nn.GRUCell`, Cho et al. 2014). Here is the step of the 2014 encoder-decoder *without*
-# attention, from the course library: its context is one fixed vector, the encoder's final
+# attention, from the student kit: its context is one fixed vector, the encoder's final
 # states, the same at every step. Yours replaces it with a context that moves.
 
 # %%
@@ -375,7 +393,9 @@ print(inspect.getsource(fixed_context_step))
 # `additive_attention`; `W_ih`, `W_hh`, `b_ih`, `b_hh` for `gru_cell`; `W_out`, `b_out` for the
 # output layer (`F.linear(x, W, b)` is `x @ W.T + b`). The query is a single vector per batch
 # element: give it a length-1 query dimension, `hidden[:, None, :]`, and remove it from the
-# results. Use the *previous* state as the query, as Bahdanau et al. did.
+# results. Use the *previous* state as the query, as Bahdanau et al. did. (Luong et al.'s decoder,
+# section 3, updates its state first and queries with the new one; the tests here expect
+# Bahdanau's order.)
 
 # %% nbgrader={"grade": false, "grade_id": "decoder_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def decoder_step(embedded, hidden, annotations, source_lengths, params):
