@@ -38,6 +38,7 @@
 import math
 import random
 import time
+import timeit
 
 import matplotlib.pyplot as plt
 import torch
@@ -243,31 +244,46 @@ check_exercise("general_scores", general_scores)
 # multiplication. The additive score costs $h$ additions, $h$ tanh and $h$ multiply-adds, and it
 # materialises an $(L_q, L_k, h)$ tensor: $h$ times the memory of the scores. For the short
 # sentences of 2015 that was nothing; for the thousands of tokens of a transformer it is why
-# Vaswani et al. (2017) chose the scaled dot product. Measured here:
+# Vaswani et al. (2017) chose the scaled dot product.
+#
+# Measured here, on one thread: each time is the fastest of several runs (20 of the cheap
+# scores, 5 of the additive one). Other programs on the machine can only slow a run down, never
+# speed it up, so the minimum is the run they disturbed least (the advice of the documentation
+# of Python's `timeit`); an average would measure the machine's load as much as the code.
 
 # %%
-def time_ms(fn, repeats=3):
+def fastest_ms(fn, number, repeat):
+    """Milliseconds per call of fn(): the fastest of `repeat` runs of `number` calls each."""
     fn()  # warm up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1000
+    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1000
 
 
-d, h = 64, 64
-Q, K, W = torch.randn(1, d), torch.randn(1, d), torch.randn(d, d) / math.sqrt(d)
-W_q, W_k, v = torch.randn(h, d) / math.sqrt(d), torch.randn(h, d) / math.sqrt(d), torch.randn(h)
-print(f"{'L = Lq = Lk':>12} {'dot':>9} {'general':>9} {'additive':>10}   (milliseconds, d = h = {d})")
+d = 64
+W = torch.randn(d, d) / math.sqrt(d)
+W_q, W_k, v = torch.randn(64, d) / math.sqrt(d), torch.randn(64, d) / math.sqrt(d), torch.randn(64)
+print(f"{'L = Lq = Lk':>12} {'dot':>9} {'general':>9} {'additive':>10} {'additive / dot':>15}   "
+      f"(milliseconds, d = h = {d})")
 for L in [64, 256, 512]:
     Q, K = torch.randn(L, d), torch.randn(L, d)
-    timings = [time_ms(lambda: Q @ K.T), time_ms(lambda: general_scores(Q, K, W)),
-               time_ms(lambda: additive_scores(Q, K, W_q, W_k, v))]
-    print(f"{L:>12} " + " ".join(f"{t:9.2f}" for t in timings[:2]) + f" {timings[2]:10.2f}")
+    dot = fastest_ms(lambda: Q @ K.T, number=5, repeat=20)
+    general = fastest_ms(lambda: general_scores(Q, K, W), number=5, repeat=20)
+    additive = fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v), number=1, repeat=5)
+    print(f"{L:>12} {dot:9.3f} {general:9.3f} {additive:10.2f} {additive / dot:14.0f}x")
+
+Q, K = torch.randn(128, d), torch.randn(128, d)
+print(f"\n{'h':>12} {'additive':>10}   (milliseconds, L = 128, d = {d})")
+for h in [16, 64, 256]:
+    W_q, W_k, v = torch.randn(h, d) / math.sqrt(d), torch.randn(h, d) / math.sqrt(d), torch.randn(h)
+    print(f"{h:>12} {fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v), number=1, repeat=5):10.2f}")
 
 # %% [markdown]
-# The additive score is one to two orders of magnitude slower at the same sizes, and the gap
-# grows with $h$. What it buys is expressiveness and freedom of sizes, which is what a small
-# recurrent translator needs.
+# The dot and general scores cost alike: the general score adds one small matrix product,
+# $(L_q, d_q) \times (d_q, d_k)$, to the scores' $L_q L_k d$ multiply-adds (at $L = 64$, where
+# both take microseconds, its two operator calls take about twice the dot product's one). The
+# additive score is about a hundred times slower than the dot product, or more (the last
+# column), and its time grows with $h$, about in proportion or faster (the second table): it
+# builds and squashes an $(L_q, L_k, h)$ tensor. What it buys is expressiveness and freedom of
+# sizes, which is what a small recurrent translator needs.
 #
 # Which score translates best? Luong et al. (2015, section 5.3 and table 4) compared them on
 # English to German, in their decoder. Their implementation of concat "does not yield good
