@@ -246,16 +246,17 @@ check_exercise("general_scores", general_scores)
 # sentences of 2015 that was nothing; for the thousands of tokens of a transformer it is why
 # Vaswani et al. (2017) chose the scaled dot product.
 #
-# Measured here, on one thread: each time is the fastest of several runs (20 of the cheap
-# scores, 5 of the additive one). Other programs on the machine can only slow a run down, never
-# speed it up, so the minimum is the run they disturbed least (the advice of the documentation
+# Measured here, on one thread: each time is the fastest of many calls (at least 5, and as many
+# as fit in a fifth of a second). Other programs on the machine can only slow a call down, never
+# speed it up, so the minimum is the call they disturbed least (the advice of the documentation
 # of Python's `timeit`); an average would measure the machine's load as much as the code.
 
 # %%
-def fastest_ms(fn, number, repeat):
-    """Milliseconds per call of fn(): the fastest of `repeat` runs of `number` calls each."""
-    fn()  # warm up
-    return min(timeit.repeat(fn, number=number, repeat=repeat)) / number * 1000
+def fastest_ms(fn, seconds=0.2):
+    """Milliseconds per call of fn(): the fastest of at least 5 calls, and of as many as fit in `seconds`."""
+    first = timeit.timeit(fn, number=1)  # also warms up
+    calls = max(5, min(500, int(seconds / first)))
+    return min(timeit.repeat(fn, number=1, repeat=calls)) * 1000
 
 
 d = 64
@@ -265,16 +266,15 @@ print(f"{'L = Lq = Lk':>12} {'dot':>9} {'general':>9} {'additive':>10} {'additiv
       f"(milliseconds, d = h = {d})")
 for L in [64, 256, 512]:
     Q, K = torch.randn(L, d), torch.randn(L, d)
-    dot = fastest_ms(lambda: Q @ K.T, number=5, repeat=20)
-    general = fastest_ms(lambda: general_scores(Q, K, W), number=5, repeat=20)
-    additive = fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v), number=1, repeat=5)
+    dot, general = fastest_ms(lambda: Q @ K.T), fastest_ms(lambda: general_scores(Q, K, W))
+    additive = fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v))
     print(f"{L:>12} {dot:9.3f} {general:9.3f} {additive:10.2f} {additive / dot:14.0f}x")
 
 Q, K = torch.randn(128, d), torch.randn(128, d)
 print(f"\n{'h':>12} {'additive':>10}   (milliseconds, L = 128, d = {d})")
 for h in [16, 64, 256]:
     W_q, W_k, v = torch.randn(h, d) / math.sqrt(d), torch.randn(h, d) / math.sqrt(d), torch.randn(h)
-    print(f"{h:>12} {fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v), number=1, repeat=5):10.2f}")
+    print(f"{h:>12} {fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v)):10.2f}")
 
 # %% [markdown]
 # The dot and general scores cost alike: the general score adds one small matrix product,
