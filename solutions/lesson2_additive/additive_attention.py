@@ -538,17 +538,17 @@ baseline_losses = train_seq2seq(baseline, data.train, steps=250, batch_size=64, 
 by_length = {"with attention": accuracy_by_length(model, data.test),
              "fixed vector": accuracy_by_length(baseline, data.test)}
 labels = list(by_length["with attention"])
-fig, (ax_loss, ax_len) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+fig, (ax_loss, ax_len) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
 ax_loss.semilogy(losses, lw=1, label="with attention")
 ax_loss.semilogy(baseline_losses, lw=1, label="fixed vector")
 ax_loss.set(xlabel="training step", ylabel="cross-entropy per character", title="Same budget, same data")
-ax_loss.legend()
 for offset, (name, accuracies) in zip([-0.2, 0.2], by_length.items()):
     ax_len.bar([i + offset for i in range(len(labels))], [accuracies[b][0] for b in labels], width=0.4, label=name)
 ax_len.set_xticks(range(len(labels)), [f"{b}\n({by_length['fixed vector'][b][1]})" for b in labels])
 ax_len.set(xlabel="source length in characters (number of test examples)", ylabel="exact match",
            ylim=(0, 1.05), title="Test accuracy by source length")
-ax_len.legend()
+# one legend for both panels, above them: inside the axes it would cover the tallest bars
+fig.legend(*ax_len.get_legend_handles_labels(), loc="outside upper center", ncols=2)
 plt.show()
 print(f"exact match on the test set: with attention {exact_match(model, data.test):.1%}, "
       f"fixed vector {exact_match(baseline, data.test):.1%}")
