@@ -17,6 +17,7 @@ MODULES = [
     "course_lib.dot_product",
     "course_lib.kernel_regression",
     "course_kit.plotting",
+    "course_kit.diagrams",
     "course_kit.data.regression",
     "course_lib.additive",
     "course_lib.decoder",

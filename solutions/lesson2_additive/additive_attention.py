@@ -46,6 +46,7 @@ import torch.nn.functional as F
 
 from course_kit.data.dates import FORMATS, make_batch, make_date_splits, random_date
 from course_kit.checks import check_exercise
+from course_kit.diagrams import draw_encoder_decoder_with_attention
 from course_kit.plotting import plot_attention
 from course_kit.seq2seq import (Seq2Seq, accuracy_by_length, attention_matrix, exact_match, fixed_context_step,
                                 gru_cell, train_seq2seq)
@@ -392,6 +393,15 @@ plot_attention(weights[:, 0, :], query_labels=[s for s, _ in examples],
 #    and has a hidden layer of maxout units, a "deep output" (their appendix A.2.2). A linear
 #    layer is enough for dates.
 #
+# Here is one step, the one that writes the `6` of `1968-11-05` from the source `5.11.68`. The
+# annotations are both the keys and the values; the previous state is the query; the weights
+# (made up for the picture: section 7 shows the ones the model learns) say how much of each
+# annotation goes into the context, which feeds both the GRU and the output layer.
+
+# %%
+draw_encoder_decoder_with_attention("5.11.68", previous="9", written="6")
+
+# %% [markdown]
 # The GRU cell is given, as `gru_cell(x, h, W_ih, W_hh, b_ih, b_hh)` (the equations of
 # `torch.nn.GRUCell`, Cho et al. 2014). Here is the step of the 2014 encoder-decoder *without*
 # attention, from the student kit: its context is one fixed vector, the encoder's final
