@@ -185,9 +185,10 @@ plt.show()
 # %% [markdown]
 # ## 3. Multiplicative scores, and what each costs
 #
-# Luong, Pham and Manning (2015, section 3.1) tried three scores in one decoder: *concat*,
-# $\mathbf v_a^\top \tanh(W_a [\mathbf q; \mathbf k])$, which is Bahdanau's additive score with
-# its two matrices side by side, $W_a = [W_q \; W_k]$, and two *multiplicative* ones:
+# Luong, Pham and Manning (2015, section 3.1) compared three scores of a query and a key in one
+# decoder: *concat*, $\mathbf v_a^\top \tanh(W_a [\mathbf q; \mathbf k])$, which is Bahdanau's
+# additive score with its two matrices side by side, $W_a = [W_q \; W_k]$, and two
+# *multiplicative* ones:
 #
 # $$a_{\text{dot}}(\mathbf q, \mathbf k) = \mathbf q^\top \mathbf k,
 # \qquad
@@ -288,7 +289,7 @@ for h in [16, 64, 256]:
 #
 # Which score translates best? Luong et al. (2015, section 5.3 and table 4) compared them on
 # English to German, in their decoder. Their implementation of concat "does not yield good
-# performances" (they suspect a simplification of theirs, footnote 15); dot works well for their
+# performances" (in a footnote they suspect a simplification of theirs); dot works well for their
 # *global* attention, over every source word as here, and general is better for their *local*
 # attention, over a window of source words around a predicted position. Those are findings for
 # a decoder that queries with $\mathbf h_t$, not a verdict on Bahdanau's model. The transformer
