@@ -249,15 +249,15 @@ check_exercise("general_scores", general_scores)
 # Vaswani et al. (2017) chose the scaled dot product.
 #
 # Measured here, on one thread: each time is the fastest of many calls (at least 5, and as many
-# as fit in a fifth of a second). Other programs on the machine can only slow a call down, never
+# as fit in a tenth of a second). Other programs on the machine can only slow a call down, never
 # speed it up, so the minimum is the call they disturbed least (the advice of the documentation
 # of Python's `timeit`); an average would measure the machine's load as much as the code.
 
 # %%
-def fastest_ms(fn, seconds=0.2):
+def fastest_ms(fn, seconds=0.1):
     """Milliseconds per call of fn(): the fastest of at least 5 calls, and of as many as fit in `seconds`."""
     first = timeit.timeit(fn, number=1)  # also warms up
-    calls = max(5, min(500, int(seconds / first)))
+    calls = max(5, min(200, int(seconds / first)))
     return min(timeit.repeat(fn, number=1, repeat=calls)) * 1000
 
 
