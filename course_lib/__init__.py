@@ -13,6 +13,7 @@ from course_lib.additive import (
     AdditiveAttention,
     AdditiveScore,
     Attention,
+    AttentionOutput,
     DotScore,
     GeneralScore,
     additive_attention,
@@ -21,7 +22,7 @@ from course_lib.additive import (
     general_scores,
     key_mask,
 )
-from course_lib.decoder import attention_decoder_step
+from course_lib.decoder import DecoderStepOutput, attention_decoder_step
 from course_lib.chunked import chunked_attention
 from course_lib.dot_product import attention_weights, scaled_dot_product_attention
 from course_lib.flash import (
@@ -63,6 +64,7 @@ __all__ = [
     "nadaraya_watson",
     "nadaraya_watson_weights",
     # additive.py
+    "AttentionOutput",
     "additive_scores",
     "dot_scores",
     "general_scores",
@@ -74,6 +76,7 @@ __all__ = [
     "Attention",
     "AdditiveAttention",
     # decoder.py
+    "DecoderStepOutput",
     "attention_decoder_step",
     # multihead.py
     "split_heads",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -9,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from course_lib import (AdditiveAttention, Attention, DotScore, GeneralScore, additive_attention, additive_scores,
-                        dot_scores, general_scores, key_mask)
+from course_lib import (AdditiveAttention, Attention, AttentionOutput, DotScore, GeneralScore, additive_attention,
+                        additive_scores, dot_scores, general_scores, key_mask)
 
 
 def params(g, d_q, d_k, h, dtype=torch.float32):
@@ -18,29 +20,29 @@ def params(g, d_q, d_k, h, dtype=torch.float32):
             torch.randn(h, generator=g, dtype=dtype))
 
 
-def plain_additive_scores(queries, keys, W_q, W_k, v):
+def plain_additive_scores(query, key, W_q, W_k, v):
     """The formula, one pair at a time: v^T tanh(W_q q_i + W_k k_j)."""
-    scores = torch.empty(queries.shape[0], keys.shape[0], dtype=queries.dtype)
-    for i, q in enumerate(queries):
-        for j, k in enumerate(keys):
+    scores = torch.empty(query.shape[0], key.shape[0], dtype=query.dtype)
+    for i, q in enumerate(query):
+        for j, k in enumerate(key):
             scores[i, j] = v @ torch.tanh(W_q @ q + W_k @ k)
     return scores
 
 
 def test_additive_scores_match_the_formula_pair_by_pair_with_different_query_and_key_sizes():
     g = torch.Generator().manual_seed(0)
-    queries, keys = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g, dtype=torch.float64)
+    query, key = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g, dtype=torch.float64)
     W_q, W_k, v = params(g, 4, 7, 6, torch.float64)
-    torch.testing.assert_close(additive_scores(queries, keys, W_q, W_k, v), plain_additive_scores(queries, keys, W_q, W_k, v))
+    torch.testing.assert_close(additive_scores(query, key, W_q, W_k, v), plain_additive_scores(query, key, W_q, W_k, v))
 
 
 def test_additive_scores_equal_a_two_layer_network_built_from_nn_linear_on_every_pair():
     torch.manual_seed(0)
     W_q, W_k, v = nn.Linear(4, 8, bias=False), nn.Linear(6, 8, bias=False), nn.Linear(8, 1, bias=False)
-    queries, keys = torch.randn(2, 3, 4), torch.randn(2, 5, 6)
-    pairs = W_q(queries)[:, :, None, :] + W_k(keys)[:, None, :, :]  # (2, 3, 5, 8)
+    query, key = torch.randn(2, 3, 4), torch.randn(2, 5, 6)
+    pairs = W_q(query)[:, :, None, :] + W_k(key)[:, None, :, :]  # (2, 3, 5, 8)
     expected = v(torch.tanh(pairs)).squeeze(-1)
-    torch.testing.assert_close(additive_scores(queries, keys, W_q.weight, W_k.weight, v.weight[0]), expected)
+    torch.testing.assert_close(additive_scores(query, key, W_q.weight, W_k.weight, v.weight[0]), expected)
 
 
 def test_additive_scores_have_shape_lq_by_lk_with_any_leading_dims():
@@ -64,6 +66,14 @@ def test_general_scores_with_the_identity_are_dot_scores_and_are_bilinear():
     torch.testing.assert_close(general_scores(q, k6, W), torch.einsum("id,de,je->ij", q, W, k6))
 
 
+def test_general_scores_weight_is_stored_as_nn_linear_projecting_the_keys_to_the_query_size():
+    torch.manual_seed(6)
+    to_query_size = nn.Linear(6, 4, bias=False)  # weight (d_q, d_k) = (4, 6), (out, in)
+    q, k = torch.randn(2, 3, 4), torch.randn(2, 5, 6)
+    expected = q @ to_query_size(k).transpose(-2, -1)  # q^T (W k) for every pair
+    torch.testing.assert_close(general_scores(q, k, to_query_size.weight), expected)
+
+
 @pytest.mark.parametrize("fn, args", [
     (dot_scores, (torch.randn(2, 3), torch.randn(4, 5))),
     (general_scores, (torch.randn(2, 3), torch.randn(4, 5), torch.randn(5, 3))),
@@ -77,15 +87,15 @@ def test_mismatched_sizes_raise_a_value_error_naming_the_shapes(fn, args):
 
 def test_padded_keys_get_exactly_zero_weight_by_valid_lengths_and_by_mask():
     g = torch.Generator().manual_seed(2)
-    queries, keys = torch.randn(3, 2, 4, generator=g), torch.randn(3, 6, 5, generator=g)
-    keys[1, 3:] = 1e4  # huge padding: it must not leak
+    query, key = torch.randn(3, 2, 4, generator=g), torch.randn(3, 6, 5, generator=g)
+    key[1, 3:] = 1e4  # huge padding: it must not leak
     W_q, W_k, v = params(g, 4, 5, 8)
     lengths = torch.tensor([6, 3, 1])
-    context, weights = additive_attention(queries, keys, keys, W_q, W_k, v, valid_lens=lengths)
+    context, weights = additive_attention(query, key, key, W_q, W_k, v, valid_lens=lengths)
     padded = torch.arange(6) >= lengths[:, None, None]  # (3, 1, 6)
     assert torch.all(weights.masked_select(padded.expand_as(weights)) == 0)
     torch.testing.assert_close(weights.sum(-1), torch.ones(3, 2))
-    _, by_mask = additive_attention(queries, keys, keys, W_q, W_k, v, mask=~padded)
+    _, by_mask = additive_attention(query, key, key, W_q, W_k, v, mask=~padded)
     assert torch.equal(weights, by_mask)
     assert context.abs().max() < 1e3
 
@@ -102,8 +112,8 @@ def test_valid_lengths_per_query_mask_each_query_separately():
 def test_weights_are_a_distribution_over_the_real_keys_only(batch, n_queries, n_keys, data):
     lengths = torch.tensor(data.draw(st.lists(st.integers(1, n_keys), min_size=batch, max_size=batch)))
     g = torch.Generator().manual_seed(data.draw(st.integers(0, 1000)))
-    keys = torch.randn(batch, n_keys, 3, generator=g)
-    _, weights = additive_attention(torch.randn(batch, n_queries, 2, generator=g), keys, keys,
+    key = torch.randn(batch, n_keys, 3, generator=g)
+    _, weights = additive_attention(torch.randn(batch, n_queries, 2, generator=g), key, key,
                                     *params(g, 2, 3, 4), valid_lens=lengths)
     real = torch.arange(n_keys) < lengths[:, None, None]
     assert torch.all(weights[~real.expand_as(weights)] == 0) and torch.all(weights >= 0)
@@ -125,16 +135,16 @@ def test_additive_scores_and_attention_pass_gradcheck_in_float64():
 def test_additive_attention_module_agrees_with_the_formula_written_out():
     torch.manual_seed(4)
     attention = AdditiveAttention(query_size=3, key_size=5, hidden_size=8).double()
-    queries, keys, values = (torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 6, 5, dtype=torch.float64),
-                             torch.randn(2, 6, 2, dtype=torch.float64))
+    query, key, value = (torch.randn(2, 4, 3, dtype=torch.float64), torch.randn(2, 6, 5, dtype=torch.float64),
+                         torch.randn(2, 6, 2, dtype=torch.float64))
     lengths = torch.tensor([6, 4])
-    context, weights = attention(queries, keys, values, valid_lens=lengths)
+    context, weights = attention(query, key, value, valid_lens=lengths)
     for b in range(2):
         n = int(lengths[b])
         p = attention.score
-        expected_weights = torch.softmax(plain_additive_scores(queries[b], keys[b, :n], p.W_q, p.W_k, p.v), dim=-1)
+        expected_weights = torch.softmax(plain_additive_scores(query[b], key[b, :n], p.W_q, p.W_k, p.v), dim=-1)
         torch.testing.assert_close(weights[b, :, :n], expected_weights)
-        torch.testing.assert_close(context[b], expected_weights @ values[b, :n])
+        torch.testing.assert_close(context[b], expected_weights @ value[b, :n])
 
 
 def test_attention_with_the_dot_score_is_sdpa_without_scaling():
@@ -158,3 +168,32 @@ def test_the_three_scorers_share_one_interface_and_train():
 def test_mask_and_valid_lens_together_are_refused():
     with pytest.raises(ValueError, match="either mask or valid_lens"):
         key_mask(torch.zeros(1, 2, 3), mask=torch.ones(1, 2, dtype=torch.bool), valid_lens=torch.tensor([1]))
+
+
+def test_function_and_module_return_the_same_named_context_and_weights():
+    torch.manual_seed(7)
+    attention = AdditiveAttention(query_size=3, key_size=5, hidden_size=4)
+    query, key, value = torch.randn(2, 2, 3), torch.randn(2, 4, 5), torch.randn(2, 4, 6)
+    lengths = torch.tensor([4, 3])
+    by_module = attention(query, key, value, valid_lens=lengths)
+    p = attention.score
+    by_function = additive_attention(query, key, value, p.W_q, p.W_k, p.v, valid_lens=lengths)
+    for output in (by_module, by_function):
+        assert isinstance(output, AttentionOutput) and output._fields == ("context", "weights")
+        assert output.context.shape == (2, 2, 6) and output.weights.shape == (2, 2, 4)
+    torch.testing.assert_close(by_module.context, by_function.context)
+    torch.testing.assert_close(by_module.weights, by_function.weights)
+
+
+def test_masking_options_are_keyword_only_in_one_order_everywhere():
+    query, key, params_ = torch.randn(1, 1, 2), torch.randn(1, 3, 2), params(torch.Generator().manual_seed(8), 2, 2, 3)
+    mask, lengths = torch.ones(1, 1, 3, dtype=torch.bool), torch.tensor([3])
+    with pytest.raises(TypeError):
+        additive_attention(query, key, key, *params_, mask)  # positional options are refused
+    with pytest.raises(TypeError):
+        Attention(DotScore())(query, key, key, mask)
+    with pytest.raises(TypeError):
+        key_mask(key, mask)
+    for fn in (additive_attention, Attention.forward, key_mask):
+        options = [name for name, p in inspect.signature(fn).parameters.items() if p.kind is p.KEYWORD_ONLY]
+        assert options == ["mask", "valid_lens"], f"{fn.__qualname__}: {options}"

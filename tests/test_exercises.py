@@ -51,40 +51,41 @@ def plain_nadaraya_watson(queries, keys, values, bandwidth=1.0):
     return plain_softmax(-((queries[:, None] - keys[None, :]) ** 2) / (2 * bandwidth**2)) @ values
 
 
-def plain_additive_scores(queries, keys, W_q, W_k, v):
-    q = torch.einsum("...qd,hd->...qh", queries, W_q)
-    k = torch.einsum("...kd,hd->...kh", keys, W_k)
+def plain_additive_scores(query, key, W_q, W_k, v):
+    q = torch.einsum("...qd,hd->...qh", query, W_q)
+    k = torch.einsum("...kd,hd->...kh", key, W_k)
     return torch.einsum("...qkh,h->...qk", torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3)), v)
 
 
-def plain_additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
-    scores = plain_additive_scores(queries, keys, W_q, W_k, v)
+def plain_additive_attention(query, key, value, W_q, W_k, v, *, valid_lens=None):
+    scores = plain_additive_scores(query, key, W_q, W_k, v)
     if valid_lens is not None:
-        scores = scores.masked_fill(torch.arange(keys.shape[-2]) >= valid_lens[:, None, None], -1e9)
+        scores = scores.masked_fill(torch.arange(key.shape[-2]) >= valid_lens[:, None, None], -1e9)
     weights = torch.softmax(scores, dim=-1)
-    return weights @ values, weights
+    return weights @ value, weights
 
 
-def plain_decoder_step(embedded, hidden, keys, source_lengths, params, query_from=None):
-    cell = torch.nn.GRUCell(embedded.shape[-1] + keys.shape[-1], hidden.shape[-1]).to(hidden.dtype)
+def plain_decoder_step(embedded, hidden, annotations, source_lengths, params, query_from=None):
+    cell = torch.nn.GRUCell(embedded.shape[-1] + annotations.shape[-1], hidden.shape[-1]).to(hidden.dtype)
     with torch.no_grad():
         for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
             getattr(cell, name).copy_(params[name.replace("weight", "W").replace("bias", "b")])
-    query = hidden if query_from is None else query_from(embedded, hidden, cell, keys)
-    context, weights = plain_additive_attention(query[:, None], keys, keys, params["W_q"], params["W_k"], params["v"],
-                                                source_lengths)
+    query = hidden if query_from is None else query_from(embedded, hidden, cell, annotations)
+    context, weights = plain_additive_attention(query[:, None], annotations, annotations, params["W_q"],
+                                                params["W_k"], params["v"], valid_lens=source_lengths)
     with torch.no_grad():
         new_hidden = cell(torch.cat([embedded, context[:, 0]], dim=-1), hidden)
     logits = torch.cat([new_hidden, context[:, 0]], dim=-1) @ params["W_out"].T + params["b_out"]
     return logits, new_hidden, weights[:, 0]
 
 
-def luong_order_step(embedded, hidden, keys, source_lengths, params):
+def luong_order_step(embedded, hidden, annotations, source_lengths, params):
     """The mistake: query with the new state s_t (computed from a zero context), not s_{t-1}."""
-    def new_state(embedded, hidden, cell, keys):
+    def new_state(embedded, hidden, cell, annotations):
+        zeros = torch.zeros(len(annotations), annotations.shape[-1], dtype=annotations.dtype)
         with torch.no_grad():
-            return cell(torch.cat([embedded, torch.zeros(len(keys), keys.shape[-1], dtype=keys.dtype)], -1), hidden)
-    return plain_decoder_step(embedded, hidden, keys, source_lengths, params, query_from=new_state)
+            return cell(torch.cat([embedded, zeros], -1), hidden)
+    return plain_decoder_step(embedded, hidden, annotations, source_lengths, params, query_from=new_state)
 
 
 PLAIN = {"additive_scores": plain_additive_scores, "additive_attention": plain_additive_attention,
@@ -230,8 +231,8 @@ MISTAKES = {
     "nadaraya_watson": lambda q, k, v, bandwidth=1.0: torch.exp(-((q[:, None] - k[None, :]) ** 2) / 2) @ v,
     "additive_scores": lambda q, k, W_q, W_k, v: ((q @ W_q.T).unsqueeze(-2) + (k @ W_k.T).unsqueeze(-3)) @ v,
     "general_scores": lambda q, k, W: q @ k.transpose(-2, -1),  # forgets W: only runs when d_q = d_k
-    "additive_attention": lambda q, k, values, W_q, W_k, v, valid_lens=None:
-        plain_additive_attention(q, k, values, W_q, W_k, v, None),  # ignores the padding
+    "additive_attention": lambda q, k, value, W_q, W_k, v, *, valid_lens=None:
+        plain_additive_attention(q, k, value, W_q, W_k, v),  # ignores the padding
     "decoder_step": luong_order_step,
     # heads cut along the sequence instead of the features
     "split_heads": lambda x, num_heads: x.reshape(*x.shape[:-2], num_heads, x.shape[-2], -1),
@@ -358,3 +359,14 @@ def test_cached_attention_rotating_new_tokens_from_position_zero_fails_the_visib
 def test_trained_model_check_fails_a_model_that_has_not_learned_the_task_in_its_hidden_cases_too():
     with pytest.raises(CheckFailed, match=r"0.0% of the 1000 rows are entirely right, 99% needed"):
         check_against_reference("reversal_model", UntrainedReverser(), seed=0)
+
+
+@pytest.mark.parametrize("name, outputs", [("additive_attention", ["context", "weights"]),
+                                           ("decoder_step", ["logits", "hidden", "weights"])])
+def test_lesson2_references_are_the_library_functions_and_name_their_outputs(name, outputs):
+    import course_lib
+
+    library = {"additive_attention": course_lib.additive_attention,
+               "decoder_step": course_lib.attention_decoder_step}[name]
+    assert EXERCISES[name].reference is library  # no adapter between the exercise and the library
+    assert all(case["names"] == outputs for case in visible_cases(name) + hidden_cases(name, 0))

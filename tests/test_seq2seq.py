@@ -33,17 +33,19 @@ def test_decoder_step_with_attention_ignores_padded_keys_and_passes_gradcheck():
     g = torch.Generator().manual_seed(1)
     params = {k: v.double().requires_grad_() for k, v in decoder_parameters(3, 4, 6, 5, 7, generator=g).items()}
     embedded, hidden = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 4, dtype=torch.float64)
-    keys = torch.randn(2, 5, 6, dtype=torch.float64)
+    annotations = torch.randn(2, 5, 6, dtype=torch.float64)
     lengths = torch.tensor([5, 2])
-    logits, new_hidden, weights = attention_decoder_step(embedded, hidden, keys, lengths, params)
+    step = attention_decoder_step(embedded, hidden, annotations, lengths, params)
+    assert step._fields == ("logits", "hidden", "weights")  # the names a failing check quotes
+    logits, new_hidden, weights = step
     assert logits.shape == (2, 7) and new_hidden.shape == (2, 4) and weights.shape == (2, 5)
     assert weights[1, 2:].tolist() == [0.0, 0.0, 0.0]
-    changed = keys.clone()
+    changed = annotations.clone()
     changed[1, 2:] = 100.0  # whatever the padding holds, sequence 1's step is the same
-    torch.testing.assert_close(attention_decoder_step(embedded, hidden, changed, lengths, params)[0][1], logits[1])
+    torch.testing.assert_close(attention_decoder_step(embedded, hidden, changed, lengths, params).logits[1], logits[1])
     names = sorted(params)
     assert torch.autograd.gradcheck(
-        lambda *tensors: attention_decoder_step(embedded, hidden, keys, lengths, dict(zip(names, tensors)))[:2],
+        lambda *tensors: attention_decoder_step(embedded, hidden, annotations, lengths, dict(zip(names, tensors)))[:2],
         [params[n] for n in names])
 
 

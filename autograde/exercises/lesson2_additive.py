@@ -1,14 +1,15 @@
 """Lesson 2's graded exercises: additive attention and a decoder that learns to align.
 
-The exercises take explicit tensors (queries, keys, the parameters W_q, W_k, v, ...), so a case is
-a set of tensors and the check needs no module. Functions that return several tensors are compared
-output by output, named by the reference's NamedTuple (``context``, ``weights``, ...).
+The exercises take explicit tensors (query, key, the parameters W_q, W_k, v, ...), so a case is
+a set of tensors and the check needs no module. Each exercise's function has the signature of its
+reference in ``course_lib``, which is the reference itself; functions that return several tensors
+are compared output by output, named by the library's NamedTuple (``AttentionOutput``'s
+``context`` and ``weights``, ``DecoderStepOutput``'s ``logits``, ``hidden`` and ``weights``).
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import NamedTuple
 
 import torch
 
@@ -19,17 +20,6 @@ from course_kit.seq2seq import decoder_parameters
 
 LESSON = "lesson2_additive"
 MIN_TEST_ACCURACY = 0.9  # the trained-model check; the solution reaches about 99%
-
-
-class AttentionOutput(NamedTuple):
-    context: torch.Tensor
-    weights: torch.Tensor
-
-
-class StepOutput(NamedTuple):
-    logits: torch.Tensor
-    hidden: torch.Tensor
-    weights: torch.Tensor
 
 
 def _score_parameters(g, d_q, d_k, h, dtype=torch.float32):
@@ -85,10 +75,6 @@ def _general_scores_hidden(g):
     ]
 
 
-def _additive_attention_reference(queries, keys, values, W_q, W_k, v, valid_lens=None):
-    return AttentionOutput(*course_lib.additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=valid_lens))
-
-
 def _additive_attention_visible(g):
     q, k = randn(g, 2, 1, 3), randn(g, 2, 4, 5)
     params = _score_parameters(g, 3, 5, 6)
@@ -109,22 +95,18 @@ def _additive_attention_visible(g):
 def _additive_attention_hidden(g):
     b, lq, lk, d_q, d_k, d_v, h = (size(g, 1, 4), size(g, 1, 6), size(g, 1, 9), size(g, 1, 10), size(g, 1, 10),
                                    size(g, 1, 8), size(g, 1, 16))
-    q, k, values = randn(g, b, lq, d_q), randn(g, b, lk, d_k), randn(g, b, lk, d_v)
+    q, k, value = randn(g, b, lq, d_q), randn(g, b, lk, d_k), randn(g, b, lk, d_v)
     params = _score_parameters(g, d_q, d_k, h)
     lengths = torch.randint(1, lk + 1, (b,), generator=g)
     return [
-        (f"random (B={b}, Lq={lq}, Lk={lk}, d_q={d_q}, d_k={d_k}, Dv={d_v}, h={h})", [q, k, values, *params], {}),
-        (f"valid_lens {lengths.tolist()}", [q, k, values, *params], {"valid_lens": lengths}),
-        ("every sequence of length 1", [q, k, values, *params], {"valid_lens": torch.ones(b, dtype=torch.long)}),
-        ("non-contiguous inputs", [noncontiguous(q), noncontiguous(k), noncontiguous(values), *params],
+        (f"random (B={b}, Lq={lq}, Lk={lk}, d_q={d_q}, d_k={d_k}, Dv={d_v}, h={h})", [q, k, value, *params], {}),
+        (f"valid_lens {lengths.tolist()}", [q, k, value, *params], {"valid_lens": lengths}),
+        ("every sequence of length 1", [q, k, value, *params], {"valid_lens": torch.ones(b, dtype=torch.long)}),
+        ("non-contiguous inputs", [noncontiguous(q), noncontiguous(k), noncontiguous(value), *params],
          {"valid_lens": lengths}),
-        ("float64", [q.double(), k.double(), values.double(), *[p.double() for p in params]],
+        ("float64", [q.double(), k.double(), value.double(), *[p.double() for p in params]],
          {"valid_lens": lengths}),
     ]
-
-
-def _decoder_step_reference(embedded, hidden, keys, source_lengths, params):
-    return StepOutput(*course_lib.attention_decoder_step(embedded, hidden, keys, source_lengths, params))
 
 
 def _step_inputs(g, b, e, h, k, a, v, ls, lengths, dtype=torch.float32):
@@ -135,7 +117,7 @@ def _step_inputs(g, b, e, h, k, a, v, ls, lengths, dtype=torch.float32):
 
 def _decoder_step_visible(g):
     return [
-        ("B=2, E=3, H=4, keys (2, 5, 6), a=5, V=7, source lengths [5, 3]",
+        ("B=2, E=3, H=4, annotations (2, 5, 6), a=5, V=7, source lengths [5, 3]",
          _step_inputs(g, 2, 3, 4, 6, 5, 7, 5, [5, 3]), {}),
         ("B=1, a single source character", _step_inputs(g, 1, 3, 4, 6, 5, 7, 1, [1]), {}),
         ("float64, B=3, source lengths [2, 4, 1]", _step_inputs(g, 3, 2, 5, 4, 3, 6, 4, [2, 4, 1], torch.float64), {}),
@@ -185,8 +167,8 @@ def _targets_given(*args, **kwargs):
 EXERCISES = (
     Exercise("additive_scores", LESSON, course_lib.additive_scores, _additive_scores_visible, _additive_scores_hidden),
     Exercise("general_scores", LESSON, course_lib.general_scores, _general_scores_visible, _general_scores_hidden),
-    Exercise("additive_attention", LESSON, _additive_attention_reference, _additive_attention_visible,
+    Exercise("additive_attention", LESSON, course_lib.additive_attention, _additive_attention_visible,
              _additive_attention_hidden),
-    Exercise("decoder_step", LESSON, _decoder_step_reference, _decoder_step_visible, _decoder_step_hidden),
+    Exercise("decoder_step", LESSON, course_lib.attention_decoder_step, _decoder_step_visible, _decoder_step_hidden),
     Exercise("trained_model", LESSON, _targets_given, _trained_model_visible, _trained_model_hidden),
 )

@@ -38,6 +38,7 @@
 import math
 import random
 import time
+import timeit
 
 import matplotlib.pyplot as plt
 import torch
@@ -45,6 +46,7 @@ import torch.nn.functional as F
 
 from course_kit.data.dates import FORMATS, make_batch, make_date_splits, random_date
 from course_kit.checks import check_exercise
+from course_kit.diagrams import draw_encoder_decoder_with_attention
 from course_kit.plotting import plot_attention
 from course_kit.seq2seq import (Seq2Seq, accuracy_by_length, attention_matrix, exact_match, fixed_context_step,
                                 gru_cell, train_seq2seq)
@@ -103,8 +105,11 @@ for (source, target), ids, length in zip(data.train[:3], batch.source, batch.sou
 # $$a(\mathbf q, \mathbf k) = \mathbf v^\top \tanh\!\left(W_q\, \mathbf q + W_k\, \mathbf k\right),
 # \qquad W_q \in \mathbb R^{h \times d_q},\; W_k \in \mathbb R^{h \times d_k},\; \mathbf v \in \mathbb R^{h}.$$
 #
-# It is a one-hidden-layer perceptron on the pair, and it is called *additive* because the
-# query and the key meet by addition. Two things follow. The query and the key can have
+# Each matrix has its output size first and multiplies a column vector, $W_q \mathbf q$, as a
+# PyTorch layer stores and applies its weight (`nn.Linear(d_q, h).weight` is `(h, d_q)`).
+#
+# The score is a one-hidden-layer perceptron on the pair, and it is called *additive* because
+# the query and the key meet by addition. Two things follow. The query and the key can have
 # different sizes $d_q \ne d_k$: in the translator, the query is the decoder's state and the
 # keys are the encoder's outputs, two different networks. And because of the $\tanh$, the score
 # is not bilinear: it can express "this query likes keys *near* that point", not only "in that
@@ -115,23 +120,26 @@ for (source, target), ids, length in zip(data.train[:3], batch.source, batch.sou
 #
 # | tensor | shape | |
 # | --- | --- | --- |
-# | `queries @ W_q.T` | `(..., Lq, h)` | then `unsqueeze(-2)`: `(..., Lq, 1, h)` |
-# | `keys @ W_k.T` | `(..., Lk, h)` | then `unsqueeze(-3)`: `(..., 1, Lk, h)` |
+# | `query @ W_q.T` | `(..., Lq, h)` | then `unsqueeze(-2)`: `(..., Lq, 1, h)` |
+# | `key @ W_k.T` | `(..., Lk, h)` | then `unsqueeze(-3)`: `(..., 1, Lk, h)` |
 # | their sum, $\tanh$ | `(..., Lq, Lk, h)` | one $h$-vector per query-key pair |
 # | `@ v` | `(..., Lq, Lk)` | the scores |
 #
 # ### Exercise 1: additive scores (2 points)
 #
-# Write `additive_scores`. The weights are stored as PyTorch's `nn.Linear` stores them, output
-# size first, so $W_q \mathbf q$ for a row of queries is `queries @ W_q.T`.
+# Write `additive_scores`. Its arguments take PyTorch's names (those of
+# `F.scaled_dot_product_attention`): `query` holds the $L_q$ queries, one per row, and `key` the
+# $L_k$ keys. The weights are stored as `nn.Linear` stores its weight, (out, in), output size
+# first: $W_q$ is `(h, d_q)`, and $W_q \mathbf q$ for every row of `query` at once is
+# `query @ W_q.T`. That is the convention of the whole course.
 
 # %% nbgrader={"grade": false, "grade_id": "additive_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_scores(queries, keys, W_q, W_k, v):
+def additive_scores(query, key, W_q, W_k, v):
     """Bahdanau's additive scores v^T tanh(W_q q_i + W_k k_j) for every query i and key j.
 
     Args:
-        queries: float tensor (..., Lq, d_q).
-        keys: float tensor (..., Lk, d_k), the same leading dims as queries; d_k may differ from d_q.
+        query: float tensor (..., Lq, d_q), the Lq queries.
+        key: float tensor (..., Lk, d_k), the Lk keys, the same leading dims as query; d_k may differ from d_q.
         W_q: float tensor (h, d_q), the query projection.
         W_k: float tensor (h, d_k), the key projection.
         v: float tensor (h,), reads the score off the hidden layer.
@@ -140,9 +148,9 @@ def additive_scores(queries, keys, W_q, W_k, v):
         Float tensor (..., Lq, Lk): entry [..., i, j] scores query i against key j.
     """
     ### BEGIN SOLUTION
-    projected_queries = queries @ W_q.T  # (..., Lq, h)
-    projected_keys = keys @ W_k.T  # (..., Lk, h)
-    hidden = torch.tanh(projected_queries[..., :, None, :] + projected_keys[..., None, :, :])  # (..., Lq, Lk, h)
+    projected_query = query @ W_q.T  # (..., Lq, h)
+    projected_key = key @ W_k.T  # (..., Lk, h)
+    hidden = torch.tanh(projected_query[..., :, None, :] + projected_key[..., None, :, :])  # (..., Lq, Lk, h)
     return hidden @ v  # (..., Lq, Lk, h) @ (h,) -> (..., Lq, Lk)
     ### END SOLUTION
 
@@ -177,16 +185,23 @@ plt.show()
 # %% [markdown]
 # ## 3. Multiplicative scores, and what each costs
 #
-# Luong, Pham and Manning (2015, section 3.1) compared Bahdanau's score with two simpler,
+# Luong, Pham and Manning (2015, section 3.1) compared three scores of a query and a key in one
+# decoder: *concat*, $\mathbf v_a^\top \tanh(W_a [\mathbf q; \mathbf k])$, which is Bahdanau's
+# additive score with its two matrices side by side, $W_a = [W_q \; W_k]$, and two
 # *multiplicative* ones:
 #
 # $$a_{\text{dot}}(\mathbf q, \mathbf k) = \mathbf q^\top \mathbf k,
 # \qquad
 # a_{\text{general}}(\mathbf q, \mathbf k) = \mathbf q^\top W \mathbf k, \quad W \in \mathbb R^{d_q \times d_k}.$$
 #
+# Their decoder is not Bahdanau's: its query is always the *current* state $\mathbf h_t$, which
+# the recurrent network computes before the decoder looks at the source, where Bahdanau's looks
+# first, with the previous state $\mathbf s_{t-1}$ (section 5).
+#
 # The *general* score keeps a learned matrix but drops the $\tanh$: it is bilinear, and for all
-# pairs at once it is two matrix products, $(Q W) K^\top$. Like the additive score, it accepts
-# $d_q \ne d_k$; the plain dot product does not.
+# pairs at once it is two matrix products, $(Q W) K^\top$. Read it as $\mathbf q^\top (W \mathbf k)$:
+# $W$ takes a key to the query's size, output size first, as `nn.Linear(d_k, d_q).weight` is
+# `(d_q, d_k)`. Like the additive score, it accepts $d_q \ne d_k$; the plain dot product does not.
 #
 # ### Exercise 2: the general (bilinear) score (1 point)
 #
@@ -194,19 +209,19 @@ plt.show()
 # the dot product.
 
 # %% nbgrader={"grade": false, "grade_id": "general_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def general_scores(queries, keys, W):
+def general_scores(query, key, W):
     """Luong's general scores q_i^T W k_j for every query i and key j.
 
     Args:
-        queries: float tensor (..., Lq, d_q).
-        keys: float tensor (..., Lk, d_k), the same leading dims as queries.
+        query: float tensor (..., Lq, d_q), the Lq queries.
+        key: float tensor (..., Lk, d_k), the Lk keys, the same leading dims as query.
         W: float tensor (d_q, d_k).
 
     Returns:
         Float tensor (..., Lq, Lk).
     """
     ### BEGIN SOLUTION
-    return (queries @ W) @ keys.transpose(-2, -1)  # (..., Lq, d_k) @ (..., d_k, Lk) -> (..., Lq, Lk)
+    return (query @ W) @ key.transpose(-2, -1)  # (..., Lq, d_k) @ (..., d_k, Lk) -> (..., Lq, Lk)
     ### END SOLUTION
 
 
@@ -231,34 +246,55 @@ check_exercise("general_scores", general_scores)
 # multiplication. The additive score costs $h$ additions, $h$ tanh and $h$ multiply-adds, and it
 # materialises an $(L_q, L_k, h)$ tensor: $h$ times the memory of the scores. For the short
 # sentences of 2015 that was nothing; for the thousands of tokens of a transformer it is why
-# Vaswani et al. (2017) chose the scaled dot product. Measured here:
+# Vaswani et al. (2017) chose the scaled dot product.
+#
+# Measured here, on one thread: each time is the fastest of many calls (at least 5, and as many
+# as fit in a tenth of a second). Other programs on the machine can only slow a call down, never
+# speed it up, so the minimum is the call they disturbed least (the advice of the documentation
+# of Python's `timeit`); an average would measure the machine's load as much as the code.
 
 # %%
-def time_ms(fn, repeats=3):
-    fn()  # warm up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1000
+def fastest_ms(fn, seconds=0.1):
+    """Milliseconds per call of fn(): the fastest of at least 5 calls, and of as many as fit in `seconds`."""
+    first = timeit.timeit(fn, number=1)  # also warms up
+    calls = max(5, min(200, int(seconds / first)))
+    return min(timeit.repeat(fn, number=1, repeat=calls)) * 1000
 
 
-d, h = 64, 64
-Q, K, W = torch.randn(1, d), torch.randn(1, d), torch.randn(d, d) / math.sqrt(d)
-W_q, W_k, v = torch.randn(h, d) / math.sqrt(d), torch.randn(h, d) / math.sqrt(d), torch.randn(h)
-print(f"{'L = Lq = Lk':>12} {'dot':>9} {'general':>9} {'additive':>10}   (milliseconds, d = h = {d})")
+d = 64
+W = torch.randn(d, d) / math.sqrt(d)
+W_q, W_k, v = torch.randn(64, d) / math.sqrt(d), torch.randn(64, d) / math.sqrt(d), torch.randn(64)
+print(f"{'L = Lq = Lk':>12} {'dot':>9} {'general':>9} {'additive':>10} {'additive / dot':>15}   "
+      f"(milliseconds, d = h = {d})")
 for L in [64, 256, 512]:
     Q, K = torch.randn(L, d), torch.randn(L, d)
-    timings = [time_ms(lambda: Q @ K.T), time_ms(lambda: general_scores(Q, K, W)),
-               time_ms(lambda: additive_scores(Q, K, W_q, W_k, v))]
-    print(f"{L:>12} " + " ".join(f"{t:9.2f}" for t in timings[:2]) + f" {timings[2]:10.2f}")
+    dot, general = fastest_ms(lambda: Q @ K.T), fastest_ms(lambda: general_scores(Q, K, W))
+    additive = fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v))
+    print(f"{L:>12} {dot:9.3f} {general:9.3f} {additive:10.2f} {additive / dot:14.0f}x")
+
+Q, K = torch.randn(128, d), torch.randn(128, d)
+print(f"\n{'h':>12} {'additive':>10}   (milliseconds, L = 128, d = {d})")
+for h in [16, 64, 256]:
+    W_q, W_k, v = torch.randn(h, d) / math.sqrt(d), torch.randn(h, d) / math.sqrt(d), torch.randn(h)
+    print(f"{h:>12} {fastest_ms(lambda: additive_scores(Q, K, W_q, W_k, v)):10.2f}")
 
 # %% [markdown]
-# The additive score is one to two orders of magnitude slower at the same sizes, and the gap
-# grows with $h$. What it buys is expressiveness and freedom of sizes, which is what a small
-# recurrent translator needs. Luong et al. found the general score about as good as the additive
-# one for translation, and the dot product good enough once the decoder's state is used as the
-# query; the transformer then made the dot product fast *and* good with its learned projections
-# and $1/\sqrt{d}$.
+# The dot and general scores cost alike: the general score adds one small matrix product,
+# $(L_q, d_q) \times (d_q, d_k)$, to the scores' $L_q L_k d$ multiply-adds (at $L = 64$, where
+# both take microseconds, its two operator calls take about twice the dot product's one). The
+# additive score is about a hundred times slower than the dot product, or more (the last
+# column), and its time grows with $h$, about in proportion or faster (the second table): it
+# builds and squashes an $(L_q, L_k, h)$ tensor. What it buys is expressiveness and freedom of
+# sizes, which is what a small recurrent translator needs.
+#
+# Which score translates best? Luong et al. (2015, section 5.3 and table 4) compared them on
+# English to German, in their decoder. Their implementation of concat "does not yield good
+# performances" (in a footnote they suspect a simplification of theirs); dot works well for their
+# *global* attention, over every source word as here, and general is better for their *local*
+# attention, over a window of source words around a predicted position. Those are findings for
+# a decoder that queries with $\mathbf h_t$, not a verdict on Bahdanau's model. The transformer
+# then made the dot product fast *and* good, with learned projections of the queries and keys
+# and Lesson 1's $1/\sqrt{d}$ (Vaswani et al., 2017).
 #
 # ## 4. Attention over a padded batch
 #
@@ -279,20 +315,21 @@ for L in [64, 256, 512]:
 #
 # Write `additive_attention`: your scores, the masked softmax over the keys, the context. It
 # returns both the context and the weights (we will plot the weights). With
-# `valid_lens=None`, every key takes part.
+# `valid_lens=None`, every key takes part. The `*` in its signature makes `valid_lens` an option
+# passed by name, `valid_lens=...`, as PyTorch passes its options.
 #
 # *Hint*: `torch.arange(Lk) < valid_lens[:, None]` is `(B, Lk)`, True where a key is real
 # (Lesson 1's padding mask); insert a query dimension to broadcast it against `(B, Lq, Lk)`
 # scores, and use `masked_fill`.
 
 # %% nbgrader={"grade": false, "grade_id": "additive_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
+def additive_attention(query, key, value, W_q, W_k, v, *, valid_lens=None):
     """Additive attention: softmax over the keys of the additive scores, then the weighted values.
 
     Args:
-        queries: float tensor (B, Lq, d_q) (or no batch dim when valid_lens is None).
-        keys: float tensor (B, Lk, d_k).
-        values: float tensor (B, Lk, Dv), one value per key.
+        query: float tensor (B, Lq, d_q), the queries (or no batch dim when valid_lens is None).
+        key: float tensor (B, Lk, d_k), the keys.
+        value: float tensor (B, Lk, Dv), one value per key.
         W_q, W_k, v: the parameters of additive_scores.
         valid_lens: None, or an integer tensor (B,) with 1 <= valid_lens[b] <= Lk: the keys
             j >= valid_lens[b] of batch element b are padding and get weight exactly 0.
@@ -302,12 +339,12 @@ def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
         each query; weights (B, Lq, Lk), each row summing to 1 over the real keys.
     """
     ### BEGIN SOLUTION
-    scores = additive_scores(queries, keys, W_q, W_k, v)  # (B, Lq, Lk)
+    scores = additive_scores(query, key, W_q, W_k, v)  # (B, Lq, Lk)
     if valid_lens is not None:
-        is_real = torch.arange(keys.shape[-2], device=keys.device) < valid_lens[:, None]  # (B, Lk)
+        is_real = torch.arange(key.shape[-2], device=key.device) < valid_lens[:, None]  # (B, Lk)
         scores = scores.masked_fill(~is_real[:, None, :], float("-inf"))  # (B, 1, Lk) broadcasts over queries
     weights = torch.softmax(scores, dim=-1)  # (B, Lq, Lk); exp(-inf) = 0 for padding
-    return weights @ values, weights  # (B, Lq, Lk) @ (B, Lk, Dv) -> (B, Lq, Dv)
+    return weights @ value, weights  # (B, Lq, Lk) @ (B, Lk, Dv) -> (B, Lq, Dv)
     ### END SOLUTION
 
 
@@ -327,10 +364,10 @@ check_exercise("additive_attention", additive_attention)
 # %%
 examples = [data.test[0], data.test[1], data.test[2]]
 batch = make_batch(examples)
-keys = torch.randn(3, batch.source.shape[1], 6)  # stand-ins for the encoder's outputs
-context, weights = additive_attention(torch.randn(3, 1, 4), keys, keys, torch.randn(5, 4), torch.randn(5, 6),
+key = torch.randn(3, batch.source.shape[1], 6)  # stand-ins for the encoder's outputs
+context, weights = additive_attention(torch.randn(3, 1, 4), key, key, torch.randn(5, 4), torch.randn(5, 6),
                                       torch.randn(5), valid_lens=batch.source_lengths)
-print("weight on padding:", weights[torch.arange(keys.shape[1]) >= batch.source_lengths[:, None, None]].sum().item())
+print("weight on padding:", weights[torch.arange(key.shape[1]) >= batch.source_lengths[:, None, None]].sum().item())
 width = batch.source.shape[1]
 plot_attention(weights[:, 0, :], query_labels=[s for s, _ in examples],
                key_labels=[str(j) for j in range(width)], xlabel="source position (key)",
@@ -344,7 +381,7 @@ plot_attention(weights[:, 0, :], query_labels=[s for s, _ in examples],
 # *annotation* $\mathbf h_j$ (size $K = 128$) describing that character in its context: the
 # keys and the values of attention. The **decoder** is a GRU cell that writes the ten target
 # characters one by one. Its state $\mathbf s_{t-1}$ remembers what it has written so far.
-# Bahdanau et al. (2015, eqs. 4–6) make each step:
+# Each step is Bahdanau et al.'s (2015, eqs. 4–6), with a simplified output layer:
 #
 # 1. **Look.** Query the annotations with the previous state:
 #    $\mathbf c_t, \boldsymbol\alpha_t = \operatorname{attention}(\mathbf s_{t-1}, \mathbf h, \mathbf h)$,
@@ -353,10 +390,22 @@ plot_attention(weights[:, 0, :], query_labels=[s for s, _ in examples],
 #    to the GRU: $\mathbf s_t = \operatorname{GRU}([\mathbf e(y_{t-1}); \mathbf c_t],\, \mathbf s_{t-1})$.
 # 3. **Predict.** Score every target character from the new state and the context:
 #    $\text{logits}_t = W_{\text{out}} [\mathbf s_t; \mathbf c_t] + \mathbf b_{\text{out}}$.
+#    This layer is *simplified*: Bahdanau et al.'s also reads the previous character $y_{t-1}$
+#    and has a hidden layer of maxout units, a "deep output" (their appendix A.2.2). A linear
+#    layer is enough for dates.
 #
+# Here is one step, the one that writes the `6` of `1968-11-05` from the source `5.11.68`. The
+# annotations are both the keys and the values; the previous state is the query; the weights
+# (made up for the picture: section 7 shows the ones the model learns) say how much of each
+# annotation goes into the context, which feeds both the GRU and the output layer.
+
+# %%
+draw_encoder_decoder_with_attention("5.11.68", previous="9", written="6")
+
+# %% [markdown]
 # The GRU cell is given, as `gru_cell(x, h, W_ih, W_hh, b_ih, b_hh)` (the equations of
 # `torch.nn.GRUCell`, Cho et al. 2014). Here is the step of the 2014 encoder-decoder *without*
-# attention, from the course library: its context is one fixed vector, the encoder's final
+# attention, from the student kit: its context is one fixed vector, the encoder's final
 # states, the same at every step. Yours replaces it with a context that moves.
 
 # %%
@@ -371,16 +420,18 @@ print(inspect.getsource(fixed_context_step))
 # `additive_attention`; `W_ih`, `W_hh`, `b_ih`, `b_hh` for `gru_cell`; `W_out`, `b_out` for the
 # output layer (`F.linear(x, W, b)` is `x @ W.T + b`). The query is a single vector per batch
 # element: give it a length-1 query dimension, `hidden[:, None, :]`, and remove it from the
-# results. Use the *previous* state as the query, as Bahdanau et al. did.
+# results. Use the *previous* state as the query, as Bahdanau et al. did. (Luong et al.'s decoder,
+# section 3, updates its state first and queries with the new one; the tests here expect
+# Bahdanau's order.)
 
 # %% nbgrader={"grade": false, "grade_id": "decoder_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def decoder_step(embedded, hidden, keys, source_lengths, params):
+def decoder_step(embedded, hidden, annotations, source_lengths, params):
     """One decoder step with additive attention: look, update, predict.
 
     Args:
         embedded: float tensor (B, E), the embedding of the previous target character.
         hidden: float tensor (B, H), the previous decoder state s_{t-1}, the attention query.
-        keys: float tensor (B, Ls, K), the encoder's annotations: the keys and the values.
+        annotations: float tensor (B, Ls, K), the encoder's annotations h_j: the keys and the values.
         source_lengths: integer tensor (B,), the number of real (unpadded) source characters.
         params: dict of float tensors: W_q (a, H), W_k (a, K), v (a,); W_ih (3H, E + K),
             W_hh (3H, H), b_ih (3H,), b_hh (3H,); W_out (V, H + K), b_out (V,).
@@ -390,8 +441,8 @@ def decoder_step(embedded, hidden, keys, source_lengths, params):
         new_hidden (B, H) the state s_t, weights (B, Ls) the attention paid to each source character.
     """
     ### BEGIN SOLUTION
-    context, weights = additive_attention(hidden[:, None, :], keys, keys, params["W_q"], params["W_k"],
-                                          params["v"], valid_lens=source_lengths)  # (B, 1, K), (B, 1, Ls)
+    context, weights = additive_attention(hidden[:, None, :], annotations, annotations, params["W_q"],
+                                          params["W_k"], params["v"], valid_lens=source_lengths)  # (B, 1, K), (B, 1, Ls)
     context, weights = context[:, 0], weights[:, 0]  # (B, K), (B, Ls)
     gru_input = torch.cat([embedded, context], dim=-1)  # (B, E + K)
     new_hidden = gru_cell(gru_input, hidden, params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])
@@ -498,17 +549,17 @@ baseline_losses = train_seq2seq(baseline, data.train, steps=250, batch_size=64, 
 by_length = {"with attention": accuracy_by_length(model, data.test),
              "fixed vector": accuracy_by_length(baseline, data.test)}
 labels = list(by_length["with attention"])
-fig, (ax_loss, ax_len) = plt.subplots(1, 2, figsize=(10, 3.4), layout="constrained")
+fig, (ax_loss, ax_len) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
 ax_loss.semilogy(losses, lw=1, label="with attention")
 ax_loss.semilogy(baseline_losses, lw=1, label="fixed vector")
 ax_loss.set(xlabel="training step", ylabel="cross-entropy per character", title="Same budget, same data")
-ax_loss.legend()
 for offset, (name, accuracies) in zip([-0.2, 0.2], by_length.items()):
     ax_len.bar([i + offset for i in range(len(labels))], [accuracies[b][0] for b in labels], width=0.4, label=name)
 ax_len.set_xticks(range(len(labels)), [f"{b}\n({by_length['fixed vector'][b][1]})" for b in labels])
 ax_len.set(xlabel="source length in characters (number of test examples)", ylabel="exact match",
            ylim=(0, 1.05), title="Test accuracy by source length")
-ax_len.legend()
+# one legend for both panels, above them: inside the axes it would cover the tallest bars
+fig.legend(*ax_len.get_legend_handles_labels(), loc="outside upper center", ncols=2)
 plt.show()
 print(f"exact match on the test set: with attention {exact_match(model, data.test):.1%}, "
       f"fixed vector {exact_match(baseline, data.test):.1%}")

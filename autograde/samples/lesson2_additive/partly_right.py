@@ -15,32 +15,33 @@
 # with the same grade_id in the released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "additive_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_scores(queries, keys, W_q, W_k, v):
-    q = torch.einsum("...qd,hd->...qh", queries, W_q)
-    k = torch.einsum("...kd,hd->...kh", keys, W_k)
+def additive_scores(query, key, W_q, W_k, v):
+    q = torch.einsum("...qd,hd->...qh", query, W_q)
+    k = torch.einsum("...kd,hd->...kh", key, W_k)
     return torch.einsum("...qkh,h->...qk", torch.tanh(q.unsqueeze(-2) + k.unsqueeze(-3)), v)
 
 
 # %% nbgrader={"grade": false, "grade_id": "general_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def general_scores(queries, keys, W):
-    return queries @ (W @ keys.transpose(-2, -1))
+def general_scores(query, key, W):
+    return query @ (W @ key.transpose(-2, -1))
 
 
 # %% nbgrader={"grade": false, "grade_id": "additive_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
-    scores = additive_scores(queries, keys, W_q, W_k, v)
+def additive_attention(query, key, value, W_q, W_k, v, *, valid_lens=None):
+    scores = additive_scores(query, key, W_q, W_k, v)
     if valid_lens is not None:
-        positions = torch.arange(keys.shape[1]).unsqueeze(0)
+        positions = torch.arange(key.shape[1]).unsqueeze(0)
         padding = positions >= valid_lens.unsqueeze(1)
         scores = scores.masked_fill(padding.unsqueeze(1), -1e9)
     weights = torch.softmax(scores, dim=-1)
-    return torch.bmm(weights, values) if weights.dim() == 3 else weights @ values, weights
+    return torch.bmm(weights, value) if weights.dim() == 3 else weights @ value, weights
 
 
 # %% nbgrader={"grade": false, "grade_id": "decoder_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def decoder_step(embedded, hidden, keys, source_lengths, params):
+def decoder_step(embedded, hidden, annotations, source_lengths, params):
     # Forgets the source lengths: the padded keys take part in the attention.
-    context, weights = additive_attention(hidden.unsqueeze(1), keys, keys, params["W_q"], params["W_k"], params["v"])
+    context, weights = additive_attention(hidden.unsqueeze(1), annotations, annotations,
+                                          params["W_q"], params["W_k"], params["v"])
     context, weights = context.squeeze(1), weights.squeeze(1)
     new_hidden = gru_cell(torch.cat([embedded, context], dim=1), hidden,
                           params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])

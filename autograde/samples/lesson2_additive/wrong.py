@@ -14,33 +14,33 @@
 # 20 steps. Each cell below replaces the answer cell with the same grade_id in the released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "additive_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_scores(queries, keys, W_q, W_k, v):
-    hidden = (queries @ W_q.T).unsqueeze(-2) + (keys @ W_k.T).unsqueeze(-3)  # no tanh
+def additive_scores(query, key, W_q, W_k, v):
+    hidden = (query @ W_q.T).unsqueeze(-2) + (key @ W_k.T).unsqueeze(-3)  # no tanh
     return hidden @ v
 
 
 # %% nbgrader={"grade": false, "grade_id": "general_scores", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def general_scores(queries, keys, W):
-    return queries @ (keys @ W).transpose(-2, -1)
+def general_scores(query, key, W):
+    return query @ (key @ W).transpose(-2, -1)
 
 
 # %% nbgrader={"grade": false, "grade_id": "additive_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def additive_attention(queries, keys, values, W_q, W_k, v, valid_lens=None):
-    scores = additive_scores(queries, keys, W_q, W_k, v)
+def additive_attention(query, key, value, W_q, W_k, v, *, valid_lens=None):
+    scores = additive_scores(query, key, W_q, W_k, v)
     if valid_lens is not None:
-        real = torch.arange(keys.shape[-2]) < valid_lens[:, None]
+        real = torch.arange(key.shape[-2]) < valid_lens[:, None]
         scores = scores.masked_fill(real[:, None, :], float("-inf"))  # masks the real keys, not the padding
     weights = torch.softmax(scores, dim=-1)
-    return weights @ values, weights
+    return weights @ value, weights
 
 
 # %% nbgrader={"grade": false, "grade_id": "decoder_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def decoder_step(embedded, hidden, keys, source_lengths, params):
-    empty_context = torch.zeros(keys.shape[0], keys.shape[2])
+def decoder_step(embedded, hidden, annotations, source_lengths, params):
+    empty_context = torch.zeros(annotations.shape[0], annotations.shape[2])
     new_hidden = gru_cell(torch.cat([embedded, empty_context], dim=-1), hidden,
                           params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])
-    context, weights = additive_attention(new_hidden[:, None], keys, keys, params["W_q"], params["W_k"], params["v"],
-                                          valid_lens=source_lengths)
+    context, weights = additive_attention(new_hidden[:, None], annotations, annotations, params["W_q"], params["W_k"],
+                                          params["v"], valid_lens=source_lengths)
     logits = F.linear(torch.cat([new_hidden, context[:, 0]], dim=-1), params["W_out"], params["b_out"])
     return logits, new_hidden, weights[:, 0]
 

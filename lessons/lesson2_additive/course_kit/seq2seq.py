@@ -1,8 +1,8 @@
 """A GRU encoder-decoder for the dates task, with the decoder step plugged in (Lesson 2).
 
-    encoder:  bidirectional GRU over the source characters -> keys h_1..h_Ls, (B, Ls, 2H)
+    encoder:  bidirectional GRU over the source characters -> annotations h_1..h_Ls, (B, Ls, 2H)
     s_0    =  tanh(W_s [h_fwd_last; h_bwd_first])                       (B, H)
-    step t:   logits_t, s_t, alpha_t = step(embed(y_{t-1}), s_{t-1}, keys, source_lengths, params)
+    step t:   logits_t, s_t, alpha_t = step(embed(y_{t-1}), s_{t-1}, annotations, source_lengths, params)
 
 The decoder step is a function on explicit tensors, passed in: with attention
 (:func:`course_lib.attention_decoder_step`, and the one students write), or without
@@ -34,7 +34,7 @@ try:
 except ImportError:  # the progress bar is a nicety: train without one
     tqdm = None
 
-# step(embedded (B, E), hidden (B, H), keys (B, Ls, 2H), source_lengths (B,), params)
+# step(embedded (B, E), hidden (B, H), annotations (B, Ls, 2H), source_lengths (B,), params)
 #   -> (logits (B, V), new hidden (B, H), attention weights (B, Ls) or None)
 DecoderStep = Callable[..., tuple]
 
@@ -59,18 +59,18 @@ def gru_cell(x: torch.Tensor, h: torch.Tensor, W_ih: torch.Tensor, W_hh: torch.T
     return (1 - z) * n + z * h
 
 
-def final_states(keys: torch.Tensor, source_lengths: torch.Tensor) -> torch.Tensor:
+def final_states(annotations: torch.Tensor, source_lengths: torch.Tensor) -> torch.Tensor:
     """[h_fwd at the last real character; h_bwd at the first]: what a fixed-vector encoder hands on.
 
-    keys (B, Ls, 2H) from a bidirectional encoder -> (B, 2H).
+    annotations (B, Ls, 2H) from a bidirectional encoder -> (B, 2H).
     """
-    half = keys.shape[-1] // 2
-    last = keys[torch.arange(len(keys)), source_lengths - 1, :half]  # (B, H) forward direction, read it all
-    first = keys[:, 0, half:]  # (B, H) backward direction, read it all
+    half = annotations.shape[-1] // 2
+    last = annotations[torch.arange(len(annotations)), source_lengths - 1, :half]  # (B, H) forward, read it all
+    first = annotations[:, 0, half:]  # (B, H) backward direction, read it all
     return torch.cat([last, first], dim=-1)
 
 
-def fixed_context_step(embedded: torch.Tensor, hidden: torch.Tensor, keys: torch.Tensor,
+def fixed_context_step(embedded: torch.Tensor, hidden: torch.Tensor, annotations: torch.Tensor,
                        source_lengths: torch.Tensor, params: dict[str, torch.Tensor]):
     """A decoder step without attention: the context is the same fixed vector at every step.
 
@@ -78,7 +78,7 @@ def fixed_context_step(embedded: torch.Tensor, hidden: torch.Tensor, keys: torch
     Cho et al. (2014): the bottleneck Bahdanau et al. (2015) removed. Same interface as a step
     with attention; it returns no weights.
     """
-    context = final_states(keys, source_lengths)  # (B, 2H), the same at every step
+    context = final_states(annotations, source_lengths)  # (B, 2H), the same at every step
     hidden = gru_cell(torch.cat([embedded, context], dim=-1), hidden,
                       params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])
     logits = F.linear(torch.cat([hidden, context], dim=-1), params["W_out"], params["b_out"])
@@ -127,7 +127,7 @@ class Seq2Seq(nn.Module):
             embed_size, hidden_size, 2 * hidden_size, attention_size, len(TARGET_VOCAB)).items()})
 
     def encode(self, source: torch.Tensor, source_lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys (B, Ls, 2H), one per source character, and the decoder's first state s_0 (B, H)."""
+        """The annotations (B, Ls, 2H), one per source character (attention's keys and values), and s_0 (B, H)."""
         packed = nn.utils.rnn.pack_padded_sequence(  # so the backward GRU starts at the last real character
             self.source_embedding(source), source_lengths, batch_first=True, enforce_sorted=False)
         keys, _ = nn.utils.rnn.pad_packed_sequence(self.encoder(packed)[0], batch_first=True,
