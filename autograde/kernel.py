@@ -120,11 +120,11 @@ class SandboxedKernel:
     def wait_until_ready(self) -> None:
         """Wait for the kernel's first reply (kernel_info); raise KernelStartFailed if it dies or idles."""
         start, cpu0 = time.monotonic(), self.process.cpu_seconds()
-        msg_id = self.client.kernel_info()
+        asked, sent_at = {self.client.kernel_info()}, time.monotonic()
         while True:
             try:
                 reply = self.client.get_shell_msg(timeout=POLL_SECONDS)
-                if reply["parent_header"].get("msg_id") == msg_id:
+                if reply["parent_header"].get("msg_id") in asked:
                     break
             except Empty:
                 pass
@@ -133,8 +133,9 @@ class SandboxedKernel:
             cpu = self.process.cpu_seconds() - cpu0
             if time.monotonic() - start > self.budget.clock_allowance(cpu):
                 raise KernelStartFailed(f"the kernel did not answer within {time.monotonic() - start:.0f} s")
-            if time.monotonic() - start > 2:  # the first request can be lost while the sockets connect
-                msg_id = self.client.kernel_info()
+            if time.monotonic() - sent_at > 2:  # a request can be lost while the sockets connect: ask again
+                asked.add(self.client.kernel_info())
+                sent_at = time.monotonic()
         while self._drain_iopub(0.0):  # its start-up status messages
             pass
 
