@@ -39,6 +39,7 @@ from autograde.sandbox import Limits, SandboxedProcess
 
 LATE_OUTPUT_SECONDS = 30.0  # how long to wait after a cell's reply for its last output
 INTERRUPT_GRACE_CPU = 10.0  # CPU seconds an interrupted cell gets to stop before the kernel is killed
+STARTUP_CPU_SECONDS = 30.0  # the most CPU a kernel's start counts towards its clock allowance (it takes ~1 s)
 POLL_SECONDS = 0.2
 
 MAX_OUTPUTS_PER_CELL = 100
@@ -131,8 +132,9 @@ class SandboxedKernel:
             if not self.process.alive():
                 raise KernelStartFailed(f"the kernel exited while starting: {self.process.output()[-300:].strip()}")
             cpu = self.process.cpu_seconds() - cpu0
-            if time.monotonic() - start > self.budget.clock_allowance(cpu):
-                raise KernelStartFailed(f"the kernel did not answer within {time.monotonic() - start:.0f} s")
+            if time.monotonic() - start > self.budget.clock_allowance(min(cpu, STARTUP_CPU_SECONDS)):
+                raise KernelStartFailed(f"the kernel did not answer within {time.monotonic() - start:.0f} s "
+                                        f"({cpu:.1f} s of CPU)")
             if time.monotonic() - sent_at > 2:  # a request can be lost while the sockets connect: ask again
                 asked.add(self.client.kernel_info())
                 sent_at = time.monotonic()
