@@ -270,7 +270,9 @@ class SandboxedExecute(NbGraderPreprocessor):
             if _is_test_cell(cell):
                 cell.outputs = cell_verdict(cell.source, job.cases, record.answers, answer, run)
             elif record.exposed_from is not None and index > record.exposed_from and run.outputs:
-                cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=WITHHELD)]
+                # the grader's own words stay: why the cell was interrupted
+                cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=WITHHELD)] + [
+                    o for o in run.outputs[-1:] if run.status == "interrupted" and o.get("ename") == "CellTimeoutError"]
             else:
                 cell.outputs = run.outputs
             cell.execution_count = run.execution_count

@@ -48,7 +48,7 @@ from autograde.kernel import Budget
 from autograde.lessons import LESSONS, Lesson
 from autograde.policy import instructor_sources
 from autograde.sandbox import Limits
-from autograde.submissions import Problem, extra_files, find_submissions, read_notebook, shown
+from autograde.submissions import Problem, extra_files, find_submissions, read_notebook, shared_files, shown
 
 
 @dataclass(frozen=True)
@@ -187,6 +187,9 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
     submissions, out = submissions.resolve(), out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     found, problems = find_submissions(submissions, lessons)
+    shared = shared_files(found)
+    problems += shared
+    found = [f for f in found if (f[0], f[1].id) not in {(p.student, p.lesson) for p in shared}]
     notes = extra_files(found)
     api = nbgrader_api(project, out)
     limits_config = SandboxedExecute(config=api.config)

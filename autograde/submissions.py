@@ -101,6 +101,26 @@ def find_submissions(submissions: Path, lessons: tuple[Lesson, ...]) -> tuple[li
     return found, problems
 
 
+def shared_files(found: list[tuple[str, Lesson, Path]]) -> list[Problem]:
+    """The submissions whose notebooks are one file under several names (hard links between students'
+    folders): each is refused, naming the others, for the instructor to settle who wrote it."""
+    by_inode: dict[tuple[int, int], list[tuple[str, Lesson]]] = {}
+    for student, lesson, path in found:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(info.st_mode):
+            by_inode.setdefault((info.st_dev, info.st_ino), []).append((student, lesson))
+    problems = []
+    for group in (g for g in by_inode.values() if len(g) > 1):
+        for student, lesson in group:
+            others = ", ".join(sorted(f"{s}/{l.id}" for s, l in group if (s, l) != (student, lesson)))
+            problems.append(Problem(student, lesson.id, f"its notebook is the same file as {others}'s (a hard link): "
+                                                        "each student hands in a copy of their own"))
+    return problems
+
+
 def read_notebook(path: Path) -> nbformat.NotebookNode | str:
     """The notebook at ``path``, cleaned to what grading needs (see the module doc), or why it cannot be."""
     try:
@@ -110,7 +130,7 @@ def read_notebook(path: Path) -> nbformat.NotebookNode | str:
     with os.fdopen(descriptor, "rb") as file:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
-            return f"{path.name} is not a regular file (a pipe or a device?): hand in the notebook itself"
+            return f"{path.name} is not a regular file (a link, a pipe or a device?): hand in the notebook itself"
         if info.st_nlink != 1:
             return f"{path.name} is a hard link to another file: hand in a copy of your own notebook"
         if info.st_size > MAX_NOTEBOOK_BYTES:

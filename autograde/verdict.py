@@ -28,8 +28,8 @@ from pathlib import Path
 import nbformat
 import torch
 
-from autograde.exercises import get_exercise, hidden_cases, visible_cases
-from course_kit.checks import FUSED, failure_report, judge
+from autograde.exercises import exercise_report, get_exercise, hidden_cases, visible_cases
+from course_kit.checks import FUSED
 
 RECORD_CALL = re.compile(r"""record_answers\(\s*["']([^"']+)["']\s*,\s*([A-Za-z_]\w*)?""")
 
@@ -146,7 +146,7 @@ def judge_recording(exercise: str, cases: list[dict], answers_file: Path) -> str
         return f"{exercise}: {answers}"
     if not isinstance(answers, list) or len(answers) != len(cases):
         return f"{exercise}: the recorded answers do not match the {len(cases)} cases"
-    return failure_report(exercise, [(case, judge(answer, case)) for case, answer in zip(cases, answers)])
+    return exercise_report(exercise, cases, answers)
 
 
 def verdict_outputs(exercises: list[str], problems: list[str | None], cases: dict[str, list[dict]]) -> list:

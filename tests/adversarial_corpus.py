@@ -282,7 +282,8 @@ def fifo(ctx: Context, folder: Path) -> None:
 
 
 def honest_copy(ctx: Context) -> Path:
-    return ctx.submissions / "full_marks" / LESSON.id / f"{LESSON.notebook}.ipynb"
+    """A classmate's honest notebook, the victim of the links (full_marks stays unlinked)."""
+    return ctx.submissions / "linked_victim" / LESSON.id / f"{LESSON.notebook}.ipynb"
 
 
 def instructors_source(ctx: Context) -> Path:
@@ -325,10 +326,13 @@ def softmax(x, dim=-1):
     e = torch.exp(x - x.amax(dim=dim, keepdim=True))
     return e / e.sum(dim=dim, keepdim=True)
 """
-PRINT_STASH = "print('stashed inputs:', [t.flatten()[:3].tolist() for t in SEEN])"
+PRINT_STASH = "print('stash' + 'ed inputs:', [t.flatten()[:3].tolist() for t in SEEN])"  # words only output has
+# Right on the visible cases (max_len 5 at most); on a hidden case it raises with that case's inputs.
 RAISE_INPUT = """
 def padding_mask(lengths, max_len):
-    raise ValueError(f"my inputs: {lengths.tolist()} and {max_len} and a marker 7f3a9c")
+    if max_len >= 6:
+        raise ValueError(f"my inputs: {lengths.tolist()} and {max_len} and a marker {'7f3' + 'a9c'}")
+    return torch.arange(max_len)[None, :] < lengths[:, None]
 """
 FAKE_TIMEOUT = """
 class CellTimeoutError(Exception):
@@ -440,10 +444,12 @@ def corpus() -> list[Entry]:
               problem="not a valid notebook"),
         Entry("misnamed", "the notebook handed in under another name", lambda c: full_marks(c),
               notebook_name="my_attention.ipynb", problem="missing notebook dot_product_attention.ipynb"),
+        Entry("linked_victim", "an honest notebook another student hard-links to: both refused, each named",
+              lambda c: full_marks(c), problem="is the same file as hardlink_to_classmate/lesson1_dot_product's"),
         Entry("symlink_to_classmate", "the notebook a symbolic link to a classmate's", lambda c: None,
               write=linked_to(honest_copy), problem="not a regular file"),
         Entry("hardlink_to_classmate", "the notebook a hard link to a classmate's", lambda c: None,
-              write=linked_to(honest_copy, hard=True), problem="is a hard link to another file"),
+              write=linked_to(honest_copy, hard=True), problem="is the same file as linked_victim/lesson1_dot_product's"),
         Entry("symlink_to_solutions", "the notebook a symbolic link to the instructor's source", lambda c: None,
               write=linked_to(instructors_source), problem="not a regular file", absent=("BEGIN SOLUTION",)),
         Entry("hardlink_to_secret", "the notebook a hard link to the grader's secret", lambda c: None,
@@ -468,7 +474,7 @@ def corpus() -> list[Entry]:
               lambda c: with_markdown(full_marks(c), HOSTILE_MARKDOWN),
               inert=True),
         Entry("hostile_display", "HTML and JavaScript displayed from a cell", lambda c: with_cell(full_marks(c),
-              HOSTILE_DISPLAY), inert=True, absent=("pwned-by-js",)),
+              HOSTILE_DISPLAY), inert=True),
 
         # --- hidden inputs stay hidden: nothing printed after they were given out reaches the feedback
         Entry("stash_inputs", "softmax keeps its inputs; a last cell prints them", lambda c: with_cell(
@@ -480,7 +486,8 @@ def corpus() -> list[Entry]:
         # --- resources: a cell that loops is stopped by its CPU time, a memory bomb by the limits
         Entry("infinite_loop", "`while True: pass` at the top of the softmax cell",
               lambda c: cheat(c, sm, "while True:\n    pass\n" + solution(c, sm)), zero=(sm,),
-              note="used more than 10 s of CPU time and was interrupted", feedback="CellTimeoutError"),
+              note="used more than 10 s of CPU time and was interrupted",
+              feedback="this cell used more than 10 s of CPU time and was interrupted"),
         Entry("sleeper", "a cell that sleeps far past the clock allowance", lambda c: with_cell(full_marks(c),
               "import time\ntime.sleep(10_000)"), note="waited", feedback="without computing"),
         Entry("memory_bomb", "bytearray(16 GiB) in an extra cell",

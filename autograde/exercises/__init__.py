@@ -25,7 +25,7 @@ import torch
 
 from autograde.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash
 from autograde.exercises.base import Exercise
-from course_kit.checks import TOLERANCES, CheckFailed, check_cases, compare
+from course_kit.checks import TOLERANCES, CheckFailed, compare, failure_report, judge, run_case
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
 LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash)
@@ -142,13 +142,27 @@ def hidden_cases(exercise: str, seed: int) -> list[dict]:
     return [_case(e, True, *inputs) for inputs in e.hidden_inputs(g)]
 
 
+def exercise_report(exercise: str, cases: list[dict], answers: list) -> str | None:
+    """The failure message of ``exercise`` from its answers to ``cases`` (one each), or None: every case
+    judged by ``course_kit.checks.judge``, then the exercise's own check of the answers together."""
+    report = failure_report(exercise, [(case, judge(answer, case)) for case, answer in zip(cases, answers)])
+    check = get_exercise(exercise).check_answers
+    if check is not None and report is None:
+        problem = check(answers, cases)
+        if problem is not None:
+            return f"{exercise}: {problem}"
+    return report
+
+
 def check_against_reference(exercise: str, fn: Callable, seed: int | None = None) -> None:
     """The hidden test of ``exercise``: compare ``fn`` with course_lib on fresh inputs and edge cases.
 
     ``seed`` None draws a fresh one; a failure names it, so the instructor can reproduce the run.
     """
     seed = secrets.randbelow(2**31) if seed is None else seed
-    try:
-        check_cases(fn, hidden_cases(exercise, seed), exercise=exercise, forbidden=get_exercise(exercise).forbidden)
-    except CheckFailed as failure:
-        raise CheckFailed(f"{failure}\n  (hidden cases drawn with seed {seed})") from None
+    cases = visible_cases(exercise) + hidden_cases(exercise, seed)
+    forbidden = get_exercise(exercise).forbidden
+    report = exercise_report(exercise, cases, [run_case(fn, case, forbidden) for case in cases])
+    if report is not None:
+        raise CheckFailed(f"{report}\n  (hidden cases drawn with seed {seed})")
+    print(f"✓ {exercise}: all {len(cases)} cases pass, checked against course_lib (seed {seed})")

@@ -33,6 +33,9 @@ class Exercise:
     hidden_inputs: Callable[[torch.Generator], Inputs]
     forbidden: tuple[str, ...] = DEFAULT_FORBIDDEN  # keys of course_kit.checks.FUSED
     mistakes: tuple[Mistake, ...] = ()
+    # A check of all the answers together that needs the reference library, made by the grader (a
+    # trained model's forward recomputed from its own weights, say): (answers, cases) -> problem or None.
+    check_answers: Callable[[list, list], str | None] | None = None
 
 
 def randn(g: torch.Generator, *shape: int, dtype=torch.float32, scale: float = 1.0) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 import course_lib
 from course_kit.data.reversal import ReversalTask
@@ -253,12 +254,59 @@ def _reversal_visible(g):
     return [("the 1000 held-out sequences of ReversalTask()", [task.held_out_inputs], {}, MODEL_CHECK)]
 
 
+PROBE_SEQUENCES = 64  # the sequences whose logits are recomputed from the model's own weights
+
+
 def _reversal_hidden(g):
     task = ReversalTask()
-    order = torch.randperm(len(task.held_out_inputs), generator=g)
-    fresh = torch.randint(0, task.vocab_size, (500, task.length), generator=g)
-    return [("the held-out sequences, shuffled", [task.held_out_inputs[order]], {}, MODEL_CHECK),
-            ("500 new random sequences", [fresh], {}, MODEL_CHECK)]
+    probe = task.held_out_inputs[:PROBE_SEQUENCES]
+    # Fixed, not drawn per grading: a trained model's grade must not depend on the draw.
+    return [("the model's logits on held-out sequences", [probe], {}, {"expected": None}),
+            ("the model's weights", [], {}, {"expected": None, "method": "state_dict"})]
+
+
+def reference_tiny_transformer(state: dict, tokens: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """The logits the notebook's TinyTransformer computes with the weights ``state``, in course_lib's
+    maths: embeddings plus sinusoidal positions, pre-LN blocks x + MHA(LN(x)), x + FFN(LN(x)), a
+    final LayerNorm and a linear head. tokens (N, L) -> logits (N, L, vocab)."""
+    def layer_norm(x, prefix):
+        return F.layer_norm(x, x.shape[-1:], state[f"{prefix}.weight"], state[f"{prefix}.bias"])
+
+    embedding = state["embedding.weight"]  # (vocab, E)
+    x = embedding[tokens] + course_lib.sinusoidal_encoding(tokens.shape[1], embedding.shape[1], dtype=embedding.dtype)
+    layers = sorted({int(name.split(".")[1]) for name in state if name.startswith("blocks.")})
+    for i in layers:
+        b = f"blocks.{i}"
+        h = layer_norm(x, f"{b}.norm1")
+        x = x + course_lib.multihead_attention(h, h, h, state[f"{b}.W_q"], state[f"{b}.W_k"], state[f"{b}.W_v"],
+                                               state[f"{b}.W_o"], num_heads)
+        h = F.linear(layer_norm(x, f"{b}.norm2"), state[f"{b}.feed_forward.0.weight"],
+                     state[f"{b}.feed_forward.0.bias"])
+        x = x + F.linear(F.relu(h), state[f"{b}.feed_forward.2.weight"], state[f"{b}.feed_forward.2.bias"])
+    return F.linear(layer_norm(x, "final_norm"), state["head.weight"], state["head.bias"])  # (N, L, vocab)
+
+
+def _same_function_as_the_notebooks_transformer(answers: list, cases: list) -> str | None:
+    """The trained model computes what the notebook's TinyTransformer computes with its weights, for
+    some number of heads: a model whose attention is wrong (scores scaled by 1/sqrt(E), say) fails
+    here even when it learned to reverse."""
+    by_name = {case["case"]: answer.get("output") for case, answer in zip(cases, answers)}
+    logits, state = by_name.get("the model's logits on held-out sequences"), by_name.get("the model's weights")
+    if not isinstance(logits, torch.Tensor) or not isinstance(state, dict):
+        return "the grader could not read the model's logits and weights"
+    tokens = ReversalTask().held_out_inputs[:PROBE_SEQUENCES]
+    try:
+        width = state["embedding.weight"].shape[1]
+        candidates = [reference_tiny_transformer({k: v.double() for k, v in state.items()}, tokens, h)
+                      for h in range(1, width + 1) if width % h == 0]
+    except (KeyError, IndexError, RuntimeError, ValueError, AttributeError):
+        return ("its weights are not those of the notebook's TinyTransformer (embedding, blocks.i.W_q ... W_o, "
+                "norm1, norm2, feed_forward, final_norm, head): build the model with the notebook's class")
+    if not any(torch.allclose(logits.double(), reference, atol=1e-3, rtol=1e-3) for reference in candidates):
+        return ("the trained model does not compute what the notebook's TinyTransformer computes with its own "
+                "weights: course_lib's multi-head attention gives other logits. Check multihead_attention (the "
+                "scale is 1/sqrt(D) with D = E / H, not 1/sqrt(E); the head split) and sinusoidal_encoding")
+    return None
 
 
 def reversed_sequences(tokens: torch.Tensor) -> torch.Tensor:
@@ -283,5 +331,6 @@ EXERCISES = (
     Exercise("apply_rope", LESSON, course_lib.apply_rope, _rope_visible, _rope_hidden, FORBIDDEN),
     Exercise("cached_causal_attention", LESSON, course_lib.cached_causal_attention, _cached_visible, _cached_hidden,
              FORBIDDEN),
-    Exercise("reversal_model", LESSON, reversed_sequences, _reversal_visible, _reversal_hidden, FORBIDDEN),
+    Exercise("reversal_model", LESSON, reversed_sequences, _reversal_visible, _reversal_hidden, FORBIDDEN,
+             check_answers=_same_function_as_the_notebooks_transformer),
 )
