@@ -1,15 +1,21 @@
-"""FlashAttention in PyTorch: attention over tiles with an online softmax, never the N x N matrix.
+"""FlashAttention-2 tuned for a CPU: the algorithm of ``course_lib.flash``, faster, and measured.
 
-Lesson 4: GPU-efficient attention. The forward pass walks over tiles of queries (``block_q`` rows)
-and, for each, over tiles of keys (``block_k`` columns), keeping per query row the running max
-``m``, the running sum ``l`` and the unnormalised output ``acc`` (the online softmax of
-``course_lib.online_softmax``). It writes the output and the log-sum-exp ``L = m + log(l)`` of
-each row, nothing of size Lq x Lk. The backward pass recomputes each tile's probabilities from
-``L`` instead of storing them. This is FlashAttention-2's algorithm (Dao, 2023, algorithms 1 and
-2; Dao et al., 2022), written with batched matrix products over tiles so that it runs well on a
-CPU, where PyTorch's operators play the part of the GPU kernel's inner loop. One addition: query
-tiles whose scores are provably small skip the running max (FlashDecoding++'s unified maximum,
-Hong et al., 2023), which saves two of the four passes over each scores tile.
+Lesson 4: GPU-efficient attention. The same forward and backward as :mod:`course_lib.flash`
+(Dao, 2023, Algorithms 1 and 2: tiles, the online softmax, the log-sum-exp, recomputation), with
+what makes them fast on a CPU, where PyTorch's batched matrix products play the part of a GPU
+kernel's inner loop. Each change was kept because the benchmark measured it
+(``benchmarks/lesson4_targets.py``, README, Lesson 4):
+
+* ``exp2`` with log2(e) folded into the scale, as FlashAttention's kernels do (``LOG2_E``);
+* a unified maximum (FlashDecoding++, Hong et al., 2023): query tiles whose scores are provably
+  small keep ``m = 0`` and skip two of the four passes over each scores tile
+  (``UNIFIED_MAX_BOUND``);
+* one scores tile allocated once and reused, products written in place (``out=``, ``baddbmm_``);
+* every (batch, head) in one batched product per tile, and tiles chosen at run time for the
+  vector instructions the CPU offers (:func:`cpu_block_sizes`).
+
+This is what ``attention-course bench`` measures as ``flash_cpu``; the lesson's exercises are
+graded against the readable :mod:`course_lib.flash`.
 """
 
 from __future__ import annotations
@@ -18,23 +24,38 @@ import math
 
 import torch
 
+from course_lib.flash import accumulation_dtype, check_inputs, refuse_mask
+
 __all__ = [
-    "causal_tile_mask",
-    "flash_attention_forward",
-    "flash_attention_backward",
-    "FlashAttention",
-    "flash_attention",
-    "DEFAULT_BLOCK_Q",
-    "DEFAULT_BLOCK_K",
+    "cpu_block_sizes",
+    "flash_attention_cpu_forward",
+    "flash_attention_cpu_backward",
+    "flash_attention_cpu",
 ]
 
-# Tiles of 256 x 256 scores per (batch, head): the size at which this CPU's batched matrix products
-# run fastest (about 150 GFLOP/s on 2 cores; 512-wide tiles drop to 100), large enough that they
-# dominate the per-tile Python overhead, small enough that the tiles of 8 heads (2 MiB each in
-# float32) stay in the cache and small beside the output, so the peak memory is close to that of
-# PyTorch's fused kernel. Measured with `benchmarks/lesson4_targets.py` (README, Lesson 4).
-DEFAULT_BLOCK_Q = 256
-DEFAULT_BLOCK_K = 256
+# Tiles per (batch, head), by torch.backends.cpu.get_cpu_capability(). Measured on an AMD EPYC
+# (2 cores, float32, B=1, H=8, D=64, N=4096) with benchmarks/lesson4_tiles.py, forward time as a
+# ratio to SDPA's, the two called in turn: see README, Lesson 4. TILES_MEASURED_BELOW
+TILES_BY_CAPABILITY = {"AVX512": (256, 256), "AVX2": (256, 256), "DEFAULT": (256, 256)}
+
+
+def cpu_block_sizes() -> tuple[int, int]:
+    """(block_q, block_k) for this CPU: the tiles measured fastest for its vector instructions.
+
+    ``torch.backends.cpu.get_cpu_capability()`` names what ATen's kernels use here (``AVX512``,
+    ``AVX2``, ``DEFAULT``; the environment variable ``ATEN_CPU_CAPABILITY`` lowers it); an unknown
+    name gets the AVX2 tiles.
+
+    Shapes:
+        no tensors; returns two ints.
+
+    >>> block_q, block_k = cpu_block_sizes()
+    >>> block_q >= 64 and block_k >= 64
+    True
+    """
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    return TILES_BY_CAPABILITY.get(capability, TILES_BY_CAPABILITY["AVX2"])
+
 
 # exp(x) = 2^(x log2 e). Both passes fold log2(e) into the scale and use exp2, as FlashAttention's
 # kernels do (Dao, 2023, section 3.1): on a CPU torch's exp2 is about 3x faster than its exp (8.2
@@ -52,56 +73,10 @@ LN_2 = math.log(2.0)
 UNIFIED_MAX_BOUND = 32.0
 
 
-def causal_tile_mask(n_q: int, n_k: int, block_q: int, block_k: int) -> torch.Tensor:
-    r"""Which (query tile, key tile) pairs causal attention must compute: True = compute it.
-
-    Query tile ``i`` holds rows ``i*block_q .. min((i+1)*block_q, n_q) - 1`` and key tile ``j``
-    columns ``j*block_k .. ``. With top-left causal alignment (key ``c`` visible to query ``r``
-    iff ``c <= r``, as ``is_causal=True`` in torch) the tile holds at least one visible pair iff
-    its first key is at most its last query::
-
-        needed[i, j] = j * block_k <= min((i + 1) * block_q, n_q) - 1
-
-    Every other tile is entirely above the diagonal and is skipped: about half the work for
-    ``n_q = n_k`` (Dao, 2023, section 3.1.1).
-
-    Shapes:
-        result: boolean (ceil(n_q / block_q), ceil(n_k / block_k)).
-
-    >>> causal_tile_mask(4, 4, 2, 2)
-    tensor([[ True, False],
-            [ True,  True]])
-    """
-    for name, value in (("n_q", n_q), ("n_k", n_k), ("block_q", block_q), ("block_k", block_k)):
-        if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
-    last_query = torch.clamp(torch.arange(1, -(-n_q // block_q) + 1) * block_q, max=n_q) - 1  # (T_q,)
-    first_key = torch.arange(0, n_k, block_k)  # (T_k,)
-    return first_key[None, :] <= last_query[:, None]
-
-
-def _check_inputs(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, block_q: int, block_k: int) -> None:
-    for name, t in (("query", query), ("key", key), ("value", value)):
-        if not t.is_floating_point():
-            raise TypeError(f"flash_attention: {name} must be floating point, got dtype {t.dtype}")
-        if t.dim() < 2:
-            raise ValueError(f"flash_attention: {name} must have shape (..., L, D), got {tuple(t.shape)}")
-    if not (query.dtype == key.dtype == value.dtype):
-        raise TypeError(f"flash_attention: query, key and value must share a dtype, got "
-                        f"{query.dtype}, {key.dtype}, {value.dtype}")
-    if query.shape[:-2] != key.shape[:-2] or key.shape[:-1] != value.shape[:-1] or query.shape[-1] != key.shape[-1]:
-        raise ValueError(f"flash_attention: expected query (..., Lq, D), key (..., Lk, D), value (..., Lk, Dv) "
-                         f"with the same leading dims; got {tuple(query.shape)}, {tuple(key.shape)}, "
-                         f"{tuple(value.shape)}")
-    if key.shape[-2] < 1:
-        raise ValueError("flash_attention: there must be at least one key")
-    if block_q < 1 or block_k < 1:
-        raise ValueError(f"flash_attention: block sizes must be >= 1, got block_q={block_q}, block_k={block_k}")
-
-
-def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for float16/bfloat16/float32 inputs, float64 for float64."""
-    return torch.promote_types(dtype, torch.float32)
+def _blocks(block_q: int | None, block_k: int | None) -> tuple[int, int]:
+    """The tile sizes asked for, :func:`cpu_block_sizes` where None."""
+    default_q, default_k = cpu_block_sizes()
+    return (default_q if block_q is None else block_q), (default_k if block_k is None else block_k)
 
 
 def _mask_above_diagonal_(scores: torch.Tensor, q_start: int, k_start: int) -> None:
@@ -111,48 +86,41 @@ def _mask_above_diagonal_(scores: torch.Tensor, q_start: int, k_start: int) -> N
     scores.masked_fill_(cols > rows, float("-inf"))
 
 
-def flash_attention_forward(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool = False,
-    scale: float | None = None, block_q: int = DEFAULT_BLOCK_Q, block_k: int = DEFAULT_BLOCK_K,
+def flash_attention_cpu_forward(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: None = None, *,
+    is_causal: bool = False, scale: float | None = None, block_q: int | None = None, block_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""FlashAttention-2's forward pass over tiles: the output and each row's log-sum-exp.
+    r"""FlashAttention-2's forward pass, tuned for a CPU: ``(out, lse)`` as :func:`course_lib.flash.flash_attention_forward`.
 
-    For each tile of queries ``Q_i`` (scaled by ``scale``) and each tile of keys ``K_j, V_j``
-    (Dao, 2023, algorithm 1)::
-
-        S     = Q_i K_j^T                         (block_q x block_k scores)
-        m_new = max(m, rowmax(S))
-        P     = exp(S - m_new)
-        l     = exp(m - m_new) * l + rowsum(P)
-        acc   = exp(m - m_new) * acc + P V_j ,    m = m_new
-
-    then ``O_i = acc / l`` and ``L_i = m + log(l)``, the log-sum-exp of row i's scores, which
-    the backward pass needs. (The code computes the same in base 2: ``S`` scaled by ``log2(e)``
-    and ``exp2``, which is cheaper than ``exp``; see ``LOG2_E``. A query tile whose scores are
-    provably small keeps ``m = 0`` and skips the rescaling; see ``UNIFIED_MAX_BOUND``.) With
-    ``is_causal`` (key j visible to query i iff j <= i, top-left aligned as in torch) tiles
-    above the diagonal are skipped (:func:`causal_tile_mask`) and the tiles that cross it are
-    masked. Float16/bfloat16 inputs are accumulated in float32.
+    The algorithm is :func:`course_lib.flash.flash_attention_forward`'s (Dao, 2023, Algorithm 1),
+    computed in base 2 (scores scaled by ``scale * log2(e)``, ``exp2``; see ``LOG2_E``), with
+    every (batch, head) in one batched product per tile, one scores tile reused, and query tiles
+    whose scores are provably small keeping ``m = 0`` (see ``UNIFIED_MAX_BOUND``). ``block_q``
+    and ``block_k`` default to :func:`cpu_block_sizes`. ``is_causal`` is top-left aligned, as
+    in torch; ``attn_mask`` must be None (a TypeError says what to use instead).
+    Float16/bfloat16 inputs are accumulated in float32.
 
     Shapes:
         query: (..., Lq, D); key: (..., Lk, D); value: (..., Lk, Dv), same leading dims; any
-        Lq, Lk >= 1 (not only multiples of the blocks).
+        Lq, Lk >= 1.
         result: (out (..., Lq, Dv) in the inputs' dtype, lse (..., Lq) in float32, or float64
-        for float64 inputs), without gradient history: :func:`flash_attention` is differentiable.
+        for float64 inputs), without gradient history: :func:`flash_attention_cpu` is differentiable.
 
     >>> q, k, v = torch.randn(2, 3, 10, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
-    >>> out, lse = flash_attention_forward(q, k, v, block_q=4, block_k=3)
+    >>> out, lse = flash_attention_cpu_forward(q, k, v, block_q=4, block_k=3)
     >>> torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6)
     True
     >>> torch.allclose(lse, torch.logsumexp(q @ k.transpose(-2, -1) / 8 ** 0.5, dim=-1))
     True
     """
-    _check_inputs(query, key, value, block_q, block_k)
+    refuse_mask("flash_attention_cpu_forward", attn_mask)
+    block_q, block_k = _blocks(block_q, block_k)
+    check_inputs("flash_attention_cpu_forward", query, key, value, block_q, block_k)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    acc_dtype = _accumulation_dtype(query.dtype)
+    acc_dtype = accumulation_dtype(query.dtype)
     *batch, n_q, d = query.shape
     n_k, d_v = key.shape[-2], value.shape[-1]
-    # Detached: the tiles are written in place; flash_attention is the differentiable operator.
+    # Detached: the tiles are written in place; flash_attention_cpu is the differentiable operator.
     q = query.detach().reshape(-1, n_q, d)  # (BH, Lq, D): one batched matmul serves every batch and head
     k = key.detach().reshape(-1, n_k, d)  # (BH, Lk, D)
     v = value.detach().reshape(-1, n_k, d_v)  # (BH, Lk, Dv)
@@ -204,41 +172,35 @@ def flash_attention_forward(
     return out.to(query.dtype).reshape(*batch, n_q, d_v), lse.reshape(*batch, n_q)
 
 
-def flash_attention_backward(
+def flash_attention_cpu_backward(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-    grad_out: torch.Tensor, is_causal: bool = False, scale: float | None = None,
-    block_q: int = DEFAULT_BLOCK_Q, block_k: int = DEFAULT_BLOCK_K,
+    grad_out: torch.Tensor, *, is_causal: bool = False, scale: float | None = None,
+    block_q: int | None = None, block_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""FlashAttention-2's backward pass: gradients by recomputing each tile's probabilities.
+    r"""FlashAttention-2's backward pass, tuned for a CPU: ``(dq, dk, dv)`` as :func:`course_lib.flash.flash_attention_backward`.
 
-    With ``D_i = rowsum(dO_i * O_i)`` and, for each tile pair (Dao, 2023, algorithm 2)::
-
-        P   = exp(Q_i K_j^T * scale - L_i)        (the forward's probabilities, recomputed)
-        dV_j += P^T dO_i
-        dP  = dO_i V_j^T
-        dS  = P * (dP - D_i)                      (the softmax's backward, row by row)
-        dQ_i += dS K_j * scale,    dK_j += dS^T Q_i * scale
-
-    ``D_i`` equals ``rowsum(P * dP)`` over the whole row, which is why the row's softmax
-    backward needs no other tile. Nothing of size Lq x Lk is stored.
+    The algorithm is :func:`course_lib.flash.flash_attention_backward`'s (Dao, 2023, Algorithm
+    2: key tiles outer, ``P`` recomputed from the log-sum-exp, ``D = rowsum(dO * O)``), in base
+    2, with every (batch, head) in one batched product and the ``P`` and ``dS`` tiles reused.
 
     Shapes:
         query (..., Lq, D), key (..., Lk, D), value (..., Lk, Dv), out and grad_out
-        (..., Lq, Dv), lse (..., Lq) as returned by :func:`flash_attention_forward`.
+        (..., Lq, Dv), lse (..., Lq) as returned by :func:`flash_attention_cpu_forward`.
         result: (dq, dk, dv), shaped and typed as query, key and value.
 
     >>> q, k, v = (torch.randn(2, 6, 4, requires_grad=True) for _ in range(3))
-    >>> out, lse = flash_attention_forward(q, k, v, is_causal=True, block_q=4, block_k=4)
+    >>> out, lse = flash_attention_cpu_forward(q, k, v, is_causal=True, block_q=4, block_k=4)
     >>> do = torch.randn_like(out)
-    >>> dq, dk, dv = flash_attention_backward(q, k, v, out, lse, do, is_causal=True, block_q=4, block_k=4)
+    >>> dq, dk, dv = flash_attention_cpu_backward(q, k, v, out, lse, do, is_causal=True, block_q=4, block_k=4)
     >>> ref = torch.autograd.grad(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True),
     ...                           (q, k, v), do)
     >>> all(torch.allclose(a, b, atol=1e-5) for a, b in zip((dq, dk, dv), ref))
     True
     """
-    _check_inputs(query, key, value, block_q, block_k)
+    block_q, block_k = _blocks(block_q, block_k)
+    check_inputs("flash_attention_cpu_backward", query, key, value, block_q, block_k)
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
-    acc_dtype = _accumulation_dtype(query.dtype)
+    acc_dtype = accumulation_dtype(query.dtype)
     *batch, n_q, d = query.shape
     n_k, d_v = key.shape[-2], value.shape[-1]
     q = query.detach().reshape(-1, n_q, d)  # (BH, Lq, D)
@@ -286,42 +248,41 @@ def flash_attention_backward(
             dv.to(value.dtype).reshape(value.shape))
 
 
-class FlashAttention(torch.autograd.Function):
-    """``flash_attention`` as an autograd function: saves only Q, K, V, O and the log-sum-exp."""
+class _FlashAttentionCPU(torch.autograd.Function):
+    """``flash_attention_cpu`` as an autograd function: saves only Q, K, V, O and the log-sum-exp."""
 
     @staticmethod
-    def forward(ctx, query, key, value, is_causal=False, scale=None, block_q=DEFAULT_BLOCK_Q,
-                block_k=DEFAULT_BLOCK_K):
-        out, lse = flash_attention_forward(query, key, value, is_causal, scale, block_q, block_k)
+    def forward(ctx, query, key, value, is_causal, scale, block_q, block_k):
+        options = dict(is_causal=is_causal, scale=scale, block_q=block_q, block_k=block_k)
+        out, lse = flash_attention_cpu_forward(query, key, value, **options)
         ctx.save_for_backward(query, key, value, out, lse)
-        ctx.options = (is_causal, scale, block_q, block_k)
+        ctx.options = options
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, out, lse = ctx.saved_tensors
-        dq, dk, dv = flash_attention_backward(query, key, value, out, lse, grad_out, *ctx.options)
+        dq, dk, dv = flash_attention_cpu_backward(*ctx.saved_tensors, grad_out, **ctx.options)
         return dq, dk, dv, None, None, None, None
 
 
-def flash_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool = False,
-    scale: float | None = None, block_q: int = DEFAULT_BLOCK_Q, block_k: int = DEFAULT_BLOCK_K,
+def flash_attention_cpu(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: None = None, *,
+    is_causal: bool = False, scale: float | None = None, block_q: int | None = None, block_k: int | None = None,
 ) -> torch.Tensor:
-    r"""softmax(Q K^T * scale) V by FlashAttention-2 tiling, differentiable, in O(L) extra memory.
+    r"""softmax(Q K^T * scale) V by FlashAttention-2 tiling tuned for a CPU, differentiable.
 
-    Same result as ``F.scaled_dot_product_attention(query, key, value, is_causal=is_causal,
-    scale=scale)`` (no ``attn_mask``, no dropout), computed by :func:`flash_attention_forward`;
-    gradients come from :func:`flash_attention_backward`, which recomputes the probabilities
-    from the saved log-sum-exp (Dao, 2023). ``is_causal``: key j is visible to query i iff
-    ``j <= i`` (top-left aligned, as in torch). Float16/bfloat16 inputs accumulate in float32.
+    The same result as :func:`course_lib.flash.flash_attention` and as
+    ``F.scaled_dot_product_attention(query, key, value, is_causal=is_causal, scale=scale)``,
+    by :func:`flash_attention_cpu_forward` and :func:`flash_attention_cpu_backward`, in O(L)
+    extra memory; tiles default to :func:`cpu_block_sizes`. Options after the three tensors are
+    keyword-only; a mask raises a TypeError that says what to use instead.
 
     Shapes:
         query: (..., Lq, D); key: (..., Lk, D); value: (..., Lk, Dv), same leading dims.
         result: (..., Lq, Dv), dtype of the inputs.
 
     >>> q, k, v = (torch.randn(1, 8, 100, 64, requires_grad=True) for _ in range(3))
-    >>> out = flash_attention(q, k, v, is_causal=True, block_q=32, block_k=32)
+    >>> out = flash_attention_cpu(q, k, v, is_causal=True)
     >>> ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
     >>> torch.allclose(out, ref, atol=1e-5)
     True
@@ -329,4 +290,5 @@ def flash_attention(
     >>> q.grad.shape
     torch.Size([1, 8, 100, 64])
     """
-    return FlashAttention.apply(query, key, value, is_causal, scale, block_q, block_k)
+    refuse_mask("flash_attention_cpu", attn_mask)
+    return _FlashAttentionCPU.apply(query, key, value, is_causal, scale, block_q, block_k)
