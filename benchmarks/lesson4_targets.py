@@ -30,27 +30,27 @@ import time
 import torch
 
 from autograde.bench import format_table, run_bench
-from course_lib.flash_cpu import cpu_block_sizes, flash_attention_cpu
+from course_lib.flash_cpu import cpu_tuning, flash_attention_cpu
 
 
-def paired_seconds(n: int, backward: bool, repeat: int) -> tuple[list[float], list[float]]:
+def paired_seconds(n: int, backward: bool, repeat: int, clock=time.perf_counter) -> tuple[list[float], list[float]]:
     """Seconds of flash_attention_cpu and of F.scaled_dot_product_attention, ``repeat`` calls each,
     called in turn in one process on the same inputs: a slow spell of the machine (other virtual
     machines on the host, say) then slows both, and the ratio of a pair holds; across separate
-    processes it did not."""
+    processes it did not. ``clock``: time.perf_counter (elapsed) or time.process_time (CPU time)."""
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 8, n, 64, generator=g).requires_grad_(backward) for _ in range(3))
     grad_out = torch.randn(1, 8, n, 64, generator=g)
     methods = [flash_attention_cpu, torch.nn.functional.scaled_dot_product_attention]
 
     def call(fn) -> float:
-        start = time.perf_counter()
+        start = clock()
         with torch.set_grad_enabled(backward):
             out = fn(q, k, v)
             if backward:
                 out.backward(grad_out)
                 q.grad = k.grad = v.grad = None
-        return time.perf_counter() - start
+        return clock() - start
 
     for fn in methods:  # warm-up
         call(fn)
@@ -69,11 +69,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--naive-memory-limit-gb", type=float, default=4.0)
     parser.add_argument("--time-only", action="store_true", help="only the paired time ratios (no table, no memory)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads for the paired times (default: torch's own)")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="the paired times' clock: wall (elapsed; the targets' own) or cpu (the process's CPU "
+                             "time, which other jobs on a shared machine disturb far less; use with --threads 1)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"machine: {platform.processor() or platform.machine()}, capability "
           f"{torch.backends.cpu.get_cpu_capability()}, MKL_ENABLE_INSTRUCTIONS="
           f"{os.environ.get('MKL_ENABLE_INSTRUCTIONS', '(unset)')}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, tiles {cpu_block_sizes()}")
+          f"torch {torch.__version__}, {cpu_tuning()}")
 
     memory = []
     if not args.time_only:
@@ -87,11 +93,12 @@ def main() -> None:
 
     checks = []
     for mode, target in (("forward", 1.2), ("backward", 1.5)):
-        flash_s, sdpa_s = paired_seconds(args.time_n, mode == "backward", args.repeat * 2 + 1)
+        flash_s, sdpa_s = paired_seconds(args.time_n, mode == "backward", args.repeat * 2 + 1,
+                                         time.perf_counter if args.clock == "wall" else time.process_time)
         ratios = [f / s for f, s in zip(flash_s, sdpa_s)]  # pair by pair
         ratio = statistics.median(ratios)
         label = "forward" if mode == "forward" else "forward+backward"
-        print(f"paired in one process, {label}: flash {statistics.median(flash_s) * 1e3:.1f} ms, sdpa "
+        print(f"paired in one process ({args.clock} clock, {torch.get_num_threads()} threads), {label}: flash {statistics.median(flash_s) * 1e3:.1f} ms, sdpa "
               f"{statistics.median(sdpa_s) * 1e3:.1f} ms (medians); flash / sdpa per pair: median {ratio:.3f}, "
               f"min {min(ratios):.3f}, max {max(ratios):.3f} over {len(ratios)} pairs")
         checks.append((f"time, {label}, N={args.time_n}: flash / sdpa (paired)", ratio, f"<= {target}",

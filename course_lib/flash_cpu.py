@@ -6,13 +6,14 @@ what makes them fast on a CPU, where PyTorch's batched matrix products play the 
 kernel's inner loop. Each change was kept because the benchmark measured it
 (``benchmarks/lesson4_targets.py``, README, Lesson 4):
 
-* ``exp2`` with log2(e) folded into the scale, as FlashAttention's kernels do (``LOG2_E``);
+* ``exp2`` with log2(e) folded into the scale, as FlashAttention's kernels do (``LOG2_E``), where
+  ATen vectorises it (it is slower than ``exp`` on a CPU where it does not);
 * a unified maximum (FlashDecoding++, Hong et al., 2023): query tiles whose scores are provably
   small keep ``m = 0`` and skip two of the four passes over each scores tile
   (``UNIFIED_MAX_BOUND``);
 * one scores tile allocated once and reused, products written in place (``out=``, ``baddbmm_``);
-* every (batch, head) in one batched product per tile, and tiles chosen at run time for the
-  vector instructions the CPU offers (:func:`cpu_block_sizes`).
+* every (batch, head) in one batched product per tile, and tiles and base chosen at run time for
+  the vector instructions the CPU offers (:func:`cpu_tuning`).
 
 This is what ``attention-course bench`` measures as ``flash_cpu``; the lesson's exercises are
 graded against the readable :mod:`course_lib.flash`.
@@ -21,30 +22,64 @@ graded against the readable :mod:`course_lib.flash`.
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 
 from course_lib.flash import accumulation_dtype, check_inputs, refuse_mask
 
 __all__ = [
+    "CPUTuning",
+    "cpu_tuning",
     "cpu_block_sizes",
     "flash_attention_cpu_forward",
     "flash_attention_cpu_backward",
     "flash_attention_cpu",
 ]
 
-# Tiles per (batch, head), by torch.backends.cpu.get_cpu_capability(). Measured on an AMD EPYC
-# (2 cores, float32, B=1, H=8, D=64, N=4096) with benchmarks/lesson4_tiles.py, forward time as a
-# ratio to SDPA's, the two called in turn: see README, Lesson 4. TILES_MEASURED_BELOW
-TILES_BY_CAPABILITY = {"AVX512": (256, 256), "AVX2": (256, 256), "DEFAULT": (256, 256)}
+class CPUTuning(NamedTuple):
+    """What the tuned passes choose by CPU: the tiles per (batch, head), and the exponentials' base."""
+
+    block_q: int
+    block_k: int
+    exp2: bool  # exponentials in base 2 (True) or e (False); see LOG2_E
 
 
-def cpu_block_sizes() -> tuple[int, int]:
-    """(block_q, block_k) for this CPU: the tiles measured fastest for its vector instructions.
+# By torch.backends.cpu.get_cpu_capability(), measured on an AMD EPYC with benchmarks/lesson4_tiles.py
+# (float32, B=1, H=8, D=64, N=4096; each candidate's CPU time over SDPA's, called in turn; README,
+# Lesson 4), AVX2 and no vector extensions (DEFAULT) emulated with ATEN_CPU_CAPABILITY and
+# MKL_ENABLE_INSTRUCTIONS. Tiles: 128 wide were slower everywhere; 256 x 256, 512 x 256 and
+# 256 x 512 were within the host's noise of each other on every capability (their order changed
+# from run to run), so all keep 256 x 256, the smallest (8 heads' tiles: 2 MiB, which keeps the
+# peak memory near SDPA's). Base: exp2 where ATen vectorises it; without (DEFAULT) the forward took
+# 0.94x SDPA's time in base 2 and 0.75x in base e.
+TUNING_BY_CAPABILITY = {
+    "AVX512": CPUTuning(256, 256, exp2=True),
+    "AVX2": CPUTuning(256, 256, exp2=True),
+    "DEFAULT": CPUTuning(256, 256, exp2=False),
+}
+
+
+def cpu_tuning() -> CPUTuning:
+    """The tiles and the exponentials' base measured fastest for this CPU's vector instructions.
 
     ``torch.backends.cpu.get_cpu_capability()`` names what ATen's kernels use here (``AVX512``,
     ``AVX2``, ``DEFAULT``; the environment variable ``ATEN_CPU_CAPABILITY`` lowers it); an unknown
-    name gets the AVX2 tiles.
+    name gets the AVX2 choice.
+
+    Shapes:
+        no tensors; returns a CPUTuning (block_q, block_k, exp2).
+
+    >>> tuning = cpu_tuning()
+    >>> tuning.block_q >= 64 and tuning.block_k >= 64 and isinstance(tuning.exp2, bool)
+    True
+    """
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    return TUNING_BY_CAPABILITY.get(capability, TUNING_BY_CAPABILITY["AVX2"])
+
+
+def cpu_block_sizes() -> tuple[int, int]:
+    """(block_q, block_k) for this CPU: the tiles of :func:`cpu_tuning`, the default of the tuned passes.
 
     Shapes:
         no tensors; returns two ints.
@@ -53,21 +88,34 @@ def cpu_block_sizes() -> tuple[int, int]:
     >>> block_q >= 64 and block_k >= 64
     True
     """
-    capability = torch.backends.cpu.get_cpu_capability().upper()
-    return TILES_BY_CAPABILITY.get(capability, TILES_BY_CAPABILITY["AVX2"])
+    tuning = cpu_tuning()
+    return tuning.block_q, tuning.block_k
 
 
 # exp(x) = 2^(x log2 e). Both passes fold log2(e) into the scale and use exp2, as FlashAttention's
-# kernels do (Dao, 2023, section 3.1): on a CPU torch's exp2 is about 3x faster than its exp (8.2
-# ns against 2.6 ns per 1k floats here), and the exponentials are most of the forward's work
-# beside the two matrix products. Running max and sum then live in base 2; L is converted back.
+# kernels do (Dao, 2023, section 3.1), where ATen vectorises exp2: there it took a quarter (AVX-512)
+# to a third (AVX2) of exp's time on a 256 x 256 tile, and the exponentials are most of the
+# forward's work beside the two matrix products. Without vector extensions (DEFAULT) exp2 took three
+# times exp's time, so there the passes stay in base e. Running max and sum live in the base
+# chosen; L is converted back to natural log.
 LOG2_E = math.log2(math.e)
 LN_2 = math.log(2.0)
 
+
+class _Base(NamedTuple):
+    per_nat: float  # a natural-log quantity times this is in this base: log2(e) for base 2, 1 for e
+    exp: Callable[[torch.Tensor], torch.Tensor]
+    exp_: Callable[[torch.Tensor], torch.Tensor]  # in place
+    log: Callable[[torch.Tensor], torch.Tensor]
+
+
+BASE_2 = _Base(LOG2_E, torch.exp2, torch.Tensor.exp2_, torch.log2)
+BASE_E = _Base(1.0, torch.exp, torch.Tensor.exp_, torch.log)
+
 # A unified maximum (Hong et al., 2023, FlashDecoding++, section 3): the running max exists only so
 # that exp never overflows. When every score of a query tile is known to lie in [-B, B] with
-# B = UNIFIED_MAX_BOUND (base 2), 2^s is a normal float32 between 2^-32 and 2^32, so the tile keeps
-# m = 0 throughout and skips the row maxima, the subtraction and the rescaling of l and acc: the
+# B = UNIFIED_MAX_BOUND in base 2 (B ln 2 in base e), 2^s is a normal float32 between 2^-32 and
+# 2^32, so the tile keeps m = 0 throughout and skips the row maxima, the subtraction and the rescaling of l and acc: the
 # same result, with the same relative precision (floating point's is the same at every magnitude).
 # The bound is proved before the tile runs, not hoped for: |q . k| <= |q| |k| (Cauchy-Schwarz).
 UNIFIED_MAX_BOUND = 32.0
@@ -93,7 +141,8 @@ def flash_attention_cpu_forward(
     r"""FlashAttention-2's forward pass, tuned for a CPU: ``(out, lse)`` as :func:`course_lib.flash.flash_attention_forward`.
 
     The algorithm is :func:`course_lib.flash.flash_attention_forward`'s (Dao, 2023, Algorithm 1),
-    computed in base 2 (scores scaled by ``scale * log2(e)``, ``exp2``; see ``LOG2_E``), with
+    computed in base 2 where :func:`cpu_tuning` says so (scores scaled by ``scale * log2(e)``,
+    ``exp2``; see ``LOG2_E``), with
     every (batch, head) in one batched product per tile, one scores tile reused, and query tiles
     whose scores are provably small keeping ``m = 0`` (see ``UNIFIED_MAX_BOUND``). ``block_q``
     and ``block_k`` default to :func:`cpu_block_sizes`. ``is_causal`` is top-left aligned, as
@@ -134,12 +183,14 @@ def flash_attention_cpu_forward(
     v_max = max(abs(float(x)) for x in torch.aminmax(v)) if v.numel() else 0.0  # max |V|, no copy of V
     # ... and acc's sums, up to Lk * 2^B * max|V|, must stay finite (NaN or inf anywhere: the online softmax)
     values_fit = n_k * 2.0 ** UNIFIED_MAX_BOUND * v_max < 2.0 ** 120
+    base = BASE_2 if cpu_tuning().exp2 else BASE_E
+    score_limit = UNIFIED_MAX_BOUND * base.per_nat / LOG2_E  # |s| in this base that keeps base^s within 2^+-B
 
     for q_start in range(0, n_q, block_q):
         q_stop = min(q_start + block_q, n_q)
-        q_i = q[:, q_start:q_stop].to(acc_dtype) * (scale * LOG2_E)  # (BH, bq, D): scores in base 2
+        q_i = q[:, q_start:q_stop].to(acc_dtype) * (scale * base.per_nat)  # (BH, bq, D): scores in the base
         bound = (torch.linalg.vector_norm(q_i, dim=-1) * k_norm[:, None]).amax()  # >= every |score|
-        unified = values_fit and float(bound) <= UNIFIED_MAX_BOUND
+        unified = values_fit and float(bound) <= score_limit
         m = torch.full((bh, q_stop - q_start), 0.0 if unified else float("-inf"), dtype=acc_dtype,
                        device=query.device)  # (BH, bq)
         l = torch.zeros_like(m)  # (BH, bq)
@@ -155,19 +206,19 @@ def flash_attention_cpu_forward(
             if is_causal and k_stop - 1 > q_start:  # the tile crosses the diagonal
                 _mask_above_diagonal_(s, q_start, k_start)
             if unified:  # m stays 0: P = 2^S directly, nothing to rescale
-                p = s.exp2_()  # (BH, bq, bk)
+                p = base.exp_(s)  # (BH, bq, bk)
             else:
                 # The first key tile holds key 0, visible to every row, so m is finite from here on.
                 m_new = torch.maximum(m, s.amax(dim=-1))
-                alpha = torch.exp2(m - m_new)  # (BH, bq): how much the old state shrinks
-                p = s.sub_(m_new[..., None]).exp2_()  # (BH, bq, bk), in place: no second tile
+                alpha = base.exp(m - m_new)  # (BH, bq): how much the old state shrinks
+                p = base.exp_(s.sub_(m_new[..., None]))  # (BH, bq, bk), in place: no second tile
                 l.mul_(alpha)
                 acc.mul_(alpha[..., None])
                 m = m_new
             l.add_(p.sum(dim=-1))
             acc.baddbmm_(p, v[:, k_start:k_stop].to(acc_dtype))
         out[:, q_start:q_stop] = acc.div_(l[..., None])
-        lse[:, q_start:q_stop] = (m + torch.log2(l)) * LN_2  # back from base 2 to natural log
+        lse[:, q_start:q_stop] = (m + base.log(l)) / base.per_nat  # back to natural log
 
     return out.to(query.dtype).reshape(*batch, n_q, d_v), lse.reshape(*batch, n_q)
 
@@ -207,7 +258,8 @@ def flash_attention_cpu_backward(
     k = key.detach().reshape(-1, n_k, d)  # (BH, Lk, D)
     v = value.detach().reshape(-1, n_k, d_v)  # (BH, Lk, Dv)
     do = grad_out.detach().reshape(-1, n_q, d_v)  # (BH, Lq, Dv)
-    lse2 = lse.detach().reshape(-1, n_q).to(acc_dtype) * LOG2_E  # (BH, Lq): L in base 2, as S below
+    base = BASE_2 if cpu_tuning().exp2 else BASE_E
+    lse_b = lse.detach().reshape(-1, n_q).to(acc_dtype) * base.per_nat  # (BH, Lq): L in the base, as S below
     delta = (do.to(acc_dtype) * out.detach().reshape(-1, n_q, d_v).to(acc_dtype)).sum(dim=-1)  # D: (BH, Lq)
     dq = torch.zeros(q.shape, dtype=acc_dtype, device=q.device)
     dk = torch.empty(k.shape, dtype=acc_dtype, device=q.device)
@@ -230,12 +282,12 @@ def flash_attention_cpu_backward(
             q_stop = min(q_start + block_q, n_q)
             q_i = q[:, q_start:q_stop].to(acc_dtype)  # (BH, bq, D)
             do_i = do[:, q_start:q_stop].to(acc_dtype)  # (BH, bq, Dv)
-            lse_i, delta_i = lse2[:, q_start:q_stop, None], delta[:, q_start:q_stop, None]  # (BH, bq, 1)
+            lse_i, delta_i = lse_b[:, q_start:q_stop, None], delta[:, q_start:q_stop, None]  # (BH, bq, 1)
             s = p_tile[:, :q_stop - q_start, :k_stop - k_start]  # (BH, bq, bk)
-            torch.bmm(q_i, k_j.transpose(1, 2), out=s).mul_(scale * LOG2_E)  # in base 2
+            torch.bmm(q_i, k_j.transpose(1, 2), out=s).mul_(scale * base.per_nat)  # in the base
             if is_causal and k_stop - 1 > q_start:
                 _mask_above_diagonal_(s, q_start, k_start)
-            p = s.sub_(lse_i).exp2_()  # (BH, bq, bk): masked entries give 2^-inf = 0
+            p = base.exp_(s.sub_(lse_i))  # (BH, bq, bk): masked entries give base^-inf = 0
             dv_j.baddbmm_(p.transpose(1, 2), do_i)
             ds = ds_tile[:, :q_stop - q_start, :k_stop - k_start]
             torch.bmm(do_i, v_j.transpose(1, 2), out=ds).sub_(delta_i).mul_(p)  # dS = P * (dP - D)

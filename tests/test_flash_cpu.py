@@ -75,20 +75,41 @@ def test_tuned_forward_agrees_with_the_readable_reference_at_its_own_tiles(is_ca
 
 
 @pytest.mark.parametrize("capability", ["avx2", "default"])
-def test_tiles_follow_the_capability_aten_reports(capability):
+def test_tuning_follows_the_capability_aten_reports(capability):
     # ATEN_CPU_CAPABILITY lowers what ATen uses (and reports) below what this CPU offers.
-    code = ("import torch; from course_lib.flash_cpu import cpu_block_sizes, TILES_BY_CAPABILITY\n"
-            "print(torch.backends.cpu.get_cpu_capability(), cpu_block_sizes() == "
-            "TILES_BY_CAPABILITY[torch.backends.cpu.get_cpu_capability()])")
+    code = ("import torch; from course_lib.flash_cpu import cpu_tuning, TUNING_BY_CAPABILITY\n"
+            "print(torch.backends.cpu.get_cpu_capability(), cpu_tuning() == "
+            "TUNING_BY_CAPABILITY[torch.backends.cpu.get_cpu_capability()])")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env={**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONWARNINGS": "ignore"})
     assert result.stdout.split() == [capability.upper(), "True"], result.stderr
 
 
 def test_the_tuned_functions_default_to_the_tiles_chosen_for_this_cpu():
-    assert cpu_block_sizes() == flash_cpu.TILES_BY_CAPABILITY[torch.backends.cpu.get_cpu_capability()]
+    assert cpu_block_sizes() == flash_cpu.TUNING_BY_CAPABILITY[torch.backends.cpu.get_cpu_capability()][:2]
     q, k, v = inputs((1, 2), 300, 300, 16, 16)
     for default, explicit in zip(flash_attention_cpu_forward(q, k, v),
                                  flash_attention_cpu_forward(q, k, v, block_q=cpu_block_sizes()[0],
                                                              block_k=cpu_block_sizes()[1])):
         assert torch.equal(default, explicit)
+
+
+@pytest.mark.parametrize("exp2", [True, False], ids=["base 2", "base e"])
+@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
+def test_both_bases_of_the_exponentials_give_sdpas_output_logsumexp_and_gradients(exp2, is_causal, monkeypatch):
+    capability = torch.backends.cpu.get_cpu_capability()
+    monkeypatch.setitem(flash_cpu.TUNING_BY_CAPABILITY, capability,
+                        flash_cpu.TUNING_BY_CAPABILITY[capability]._replace(exp2=exp2))
+    assert flash_cpu.cpu_tuning().exp2 is exp2
+    q, k, v = (t.requires_grad_() for t in inputs((2, 2), 45, 45, 16, 16, seed=3))
+    q_big = (q.detach() * 30).requires_grad_()  # some tiles too large for the unified maximum
+    for query in (q, q_big):
+        out, lse = flash_attention_cpu_forward(query, k, v, is_causal=is_causal, block_q=8, block_k=16)
+        torch.testing.assert_close(out, F.scaled_dot_product_attention(query, k, v, is_causal=is_causal), **TOL)
+        torch.testing.assert_close(lse, exact_logsumexp(query, k, is_causal), **TOL)
+    grad_out = torch.randn(2, 2, 45, 16, generator=torch.Generator().manual_seed(4))
+    ours = torch.autograd.grad(flash_cpu.flash_attention_cpu(q, k, v, is_causal=is_causal, block_q=8, block_k=16),
+                               (q, k, v), grad_out)
+    theirs = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), (q, k, v), grad_out)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, **TOL)
