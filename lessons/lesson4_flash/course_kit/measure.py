@@ -20,13 +20,16 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["peak_memory_bytes", "time_call", "sdpa_kernel_name"]
+__all__ = ["peak_memory_bytes", "time_call", "sdpa_kernel_name", "configure_malloc_for_measuring",
+           "process_memory_bytes"]
 
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number, from glibc's malloc.h
 _malloc_configured = False
 
 
-def _configure_malloc() -> None:
+def configure_malloc_for_measuring() -> None:
+    """Have glibc serve every block of 128 KiB or more with its own ``mmap``, returned to the system on
+    free, so that the peak resident memory follows the live tensors (Linux with glibc; else nothing)."""
     global _malloc_configured
     if _malloc_configured or not sys.platform.startswith("linux"):
         return
@@ -39,7 +42,8 @@ def _configure_malloc() -> None:
     _malloc_configured = True
 
 
-def _status_bytes(field: str) -> int:
+def process_memory_bytes(field: str) -> int:
+    """A memory figure of this process from ``/proc/self/status`` (``VmRSS``, ``VmHWM``), in bytes."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -65,15 +69,15 @@ def peak_memory_bytes(fn: Callable[..., Any], *args: Any, device: str = "cpu", *
         torch.cuda.synchronize()
         del result
         return torch.cuda.max_memory_allocated() - before
-    _configure_malloc()
+    configure_malloc_for_measuring()
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # Linux >= 4.0: reset the peak resident memory to the current one
     except OSError as error:
         raise OSError("peak_memory_bytes needs Linux's /proc/self/clear_refs to measure CPU memory") from error
-    before = _status_bytes("VmRSS")
+    before = process_memory_bytes("VmRSS")
     result = fn(*args, **kwargs)
-    peak = _status_bytes("VmHWM")
+    peak = process_memory_bytes("VmHWM")
     del result
     return max(0, peak - before)
 
