@@ -12,11 +12,13 @@ second fresh process, with the allocator left as it is: the median of ``repeat``
 one warm-up call.
 
 Methods:
-    naive    softmax(Q K^T * scale) V with the whole (N, N) score matrix (the lesson's starting point)
-    chunked  :func:`course_lib.chunked.chunked_attention`, 1024 queries at a time
-    flash    :func:`course_lib.flash.flash_attention`, FlashAttention-2 tiling in PyTorch
-    triton   :func:`course_lib.triton_attention.triton_flash_attention` (CUDA only)
-    sdpa     ``torch.nn.functional.scaled_dot_product_attention`` (PyTorch's fused kernels)
+    naive      softmax(Q K^T * scale) V with the whole (N, N) score matrix (the lesson's starting point)
+    chunked    :func:`course_lib.chunked.chunked_attention`, 1024 queries at a time; forward only
+               (autograd through it would keep every chunk's probabilities: the whole (N, N) matrix)
+    flash      :func:`course_lib.flash.flash_attention`, FlashAttention-2 as the lesson writes it
+    flash_cpu  :func:`course_lib.flash_cpu.flash_attention_cpu`, the same tuned for a CPU
+    triton     :func:`course_lib.triton_attention.triton_flash_attention` (CUDA only)
+    sdpa       ``torch.nn.functional.scaled_dot_product_attention`` (PyTorch's fused kernels)
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 
 from course_kit.measure import configure_malloc_for_measuring, process_memory_bytes, peak_memory_bytes
 
-METHODS = ("naive", "chunked", "flash", "triton", "sdpa")
+METHODS = ("naive", "chunked", "flash", "flash_cpu", "triton", "sdpa")
 MODES = ("forward", "backward")  # "backward" means forward + backward
 
 
@@ -98,12 +100,15 @@ def _method(name: str):
     if name == "chunked":
         from course_lib.chunked import chunked_attention
 
-        return lambda q, k, v, is_causal=False: _ChunkedWithGrad.apply(q, k, v, is_causal) \
-            if torch.is_grad_enabled() and q.requires_grad else chunked_attention(q, k, v, is_causal)
+        return chunked_attention
     if name == "flash":
         from course_lib.flash import flash_attention
 
         return flash_attention
+    if name == "flash_cpu":
+        from course_lib.flash_cpu import flash_attention_cpu
+
+        return flash_attention_cpu
     if name == "triton":
         from course_lib.triton_attention import triton_flash_attention
 
@@ -111,42 +116,6 @@ def _method(name: str):
     if name == "sdpa":
         return torch.nn.functional.scaled_dot_product_attention
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}")
-
-
-class _ChunkedWithGrad(torch.autograd.Function):
-    """Chunked attention with a chunked backward: each chunk's forward is recomputed under autograd.
-
-    Plain autograd through ``chunked_attention`` would keep every chunk's probabilities, i.e. the
-    whole (N, N) matrix, defeating the point; this is gradient checkpointing per chunk.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, is_causal):
-        from course_lib.chunked import chunked_attention
-
-        ctx.save_for_backward(q, k, v)
-        ctx.is_causal = is_causal
-        return chunked_attention(q, k, v, is_causal)
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v = ctx.saved_tensors
-        dq, dk, dv = torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        chunk = 1024
-        for start in range(0, q.shape[-2], chunk):
-            with torch.enable_grad():
-                q_c, k_d, v_d = q[..., start:start + chunk, :].detach().requires_grad_(), \
-                    k.detach().requires_grad_(), v.detach().requires_grad_()
-                scores = q_c @ k_d.transpose(-2, -1) / math.sqrt(q.shape[-1])
-                if ctx.is_causal:
-                    rows = torch.arange(start, start + q_c.shape[-2], device=q.device)[:, None]
-                    scores = scores.masked_fill(torch.arange(k.shape[-2], device=q.device) > rows, float("-inf"))
-                out_c = torch.softmax(scores, dim=-1) @ v_d
-                g_q, g_k, g_v = torch.autograd.grad(out_c, (q_c, k_d, v_d), grad_out[..., start:start + chunk, :])
-            dq[..., start:start + chunk, :] = g_q
-            dk += g_k
-            dv += g_v
-        return dq, dk, dv, None
 
 
 def measure_here(config: Config, part: str = "memory") -> Measurement:
@@ -219,6 +188,9 @@ def measure(config: Config, memory_limit_bytes: int | None = None) -> Measuremen
     """One measurement in a fresh process; skipped (with a note) when it cannot or must not run."""
     if config.method == "triton" and not config.device.startswith("cuda"):
         return Measurement(config, None, None, "triton: needs a CUDA device")
+    if config.method == "chunked" and config.mode == "backward":
+        return Measurement(config, None, None, "chunked: forward only (autograd through it would keep every "
+                                               "chunk's probabilities, the whole N x N matrix)")
     if config.method == "naive" and memory_limit_bytes is not None and naive_memory_bytes(config) > memory_limit_bytes:
         need = naive_memory_bytes(config) / 2**30
         return Measurement(config, None, None, f"naive N={config.n}: skipped, needs ~{need:.1f} GiB "
@@ -241,7 +213,7 @@ def measure(config: Config, memory_limit_bytes: int | None = None) -> Measuremen
 def format_table(results: list[Measurement]) -> str:
     """A table: one row per measurement, with its time and memory relative to sdpa's."""
     by_key = {(r.config.method, r.config.n, r.config.mode): r for r in results}
-    lines = [f"{'method':8} {'mode':9} {'N':>6} {'time ms':>10} {'x sdpa':>7} {'TFLOP/s':>8} "
+    lines = [f"{'method':9} {'mode':9} {'N':>6} {'time ms':>10} {'x sdpa':>7} {'TFLOP/s':>8} "
              f"{'peak MiB':>9} {'x sdpa':>7}"]
     for r in results:
         c = r.config
@@ -250,7 +222,7 @@ def format_table(results: list[Measurement]) -> str:
         sdpa = by_key.get(("sdpa", c.n, c.mode))
         t_ratio = f"{r.seconds / sdpa.seconds:7.2f}" if sdpa and sdpa.seconds else f"{'':7}"
         m_ratio = (f"{r.peak_bytes / sdpa.peak_bytes:7.2f}" if sdpa and sdpa.peak_bytes else f"{'':7}")
-        lines.append(f"{c.method:8} {'fwd' if c.mode == 'forward' else 'fwd+bwd':9} {c.n:6d} {r.seconds * 1e3:10.1f} "
+        lines.append(f"{c.method:9} {'fwd' if c.mode == 'forward' else 'fwd+bwd':9} {c.n:6d} {r.seconds * 1e3:10.1f} "
                      f"{t_ratio} {r.tflops:8.4f} {r.peak_bytes / 2**20:9.1f} {m_ratio}")
     notes = [r.note for r in results if r.note]
     return "\n".join(lines + [f"note: {n}" for n in notes])

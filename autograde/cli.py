@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time and peak memory against sequence length, each run in a fresh process")
     p.add_argument("--n", type=int, nargs="+", default=[512, 1024, 2048, 4096], metavar="N", help="sequence lengths")
-    p.add_argument("--methods", nargs="+", default=["naive", "chunked", "flash", "sdpa"], choices=METHODS,
-                   help="implementations to measure (triton needs CUDA)")
+    p.add_argument("--methods", nargs="+", default=["naive", "chunked", "flash", "flash_cpu", "sdpa"],
+                   choices=METHODS, help="implementations to measure (triton needs CUDA; chunked is forward only)")
     p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
                    help="forward, and/or backward (= forward + backward)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

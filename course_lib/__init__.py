@@ -32,6 +32,12 @@ from course_lib.flash import (
     flash_attention_backward,
     flash_attention_forward,
 )
+from course_lib.flash_cpu import (
+    cpu_block_sizes,
+    flash_attention_cpu,
+    flash_attention_cpu_backward,
+    flash_attention_cpu_forward,
+)
 from course_lib.kernel_regression import nadaraya_watson, nadaraya_watson_weights
 from course_lib.kv_cache import CachedAttention, CausalSelfAttention, KVCache, cached_causal_attention, kv_cache_bytes
 from course_lib.masks import causal_mask, padding_mask
@@ -110,6 +116,11 @@ __all__ = [
     "flash_attention_backward",
     "FlashAttention",
     "flash_attention",
+    # flash_cpu.py (the same, tuned for a CPU; what the benchmark measures)
+    "cpu_block_sizes",
+    "flash_attention_cpu_forward",
+    "flash_attention_cpu_backward",
+    "flash_attention_cpu",
     # triton_attention.py (imports triton only when a kernel first runs)
     "triton_available",
     "triton_flash_forward",

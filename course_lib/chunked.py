@@ -12,12 +12,14 @@ import math
 
 import torch
 
+from course_lib.flash import refuse_mask
+
 __all__ = ["chunked_attention"]
 
 
 def chunked_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool = False,
-    scale: float | None = None, chunk_size: int = 1024,
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: None = None, *,
+    is_causal: bool = False, scale: float | None = None, chunk_size: int = 1024,
 ) -> torch.Tensor:
     r"""softmax(Q K^T * scale) V computed ``chunk_size`` queries at a time.
 
@@ -27,7 +29,9 @@ def chunked_attention(
 
     where ``M_c`` is 0, or with ``is_causal`` ``-inf`` where key ``j > i`` (top-left aligned, as
     ``is_causal=True`` in ``F.scaled_dot_product_attention``). Peak memory for the scores is
-    ``chunk_size * Lk`` per (batch, head) instead of ``Lq * Lk``; the result is the same.
+    ``chunk_size * Lk`` per (batch, head) instead of ``Lq * Lk``; the result is the same. Options
+    after the three tensors are keyword-only; ``attn_mask`` must be None (a TypeError says what
+    to use instead).
 
     Shapes:
         query: (..., Lq, Dk); key: (..., Lk, Dk); value: (..., Lk, Dv), same leading dims.
@@ -38,6 +42,7 @@ def chunked_attention(
     >>> torch.allclose(out, torch.nn.functional.scaled_dot_product_attention(q, k, v), atol=1e-6)
     True
     """
+    refuse_mask("chunked_attention", attn_mask)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale

@@ -66,7 +66,7 @@ def merge_softmax_states(
     return m, l, acc
 
 
-def online_softmax(x: torch.Tensor, block_size: int = 128) -> torch.Tensor:
+def online_softmax(x: torch.Tensor, *, block_size: int = 128) -> torch.Tensor:
     r"""Softmax along the last dimension, computed in one streaming pass over blocks of columns.
 
     Running state per row, updated block by block (Milakov & Gimelshein, 2018, algorithm 3)::

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from course_lib.flash import flash_attention_backward
+from course_lib.flash import flash_attention_backward, refuse_mask
 
 __all__ = ["triton_available", "triton_flash_forward", "triton_flash_attention"]
 
@@ -101,8 +101,8 @@ def _kernel() -> Any:
 
 
 def triton_flash_forward(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool = False,
-    scale: float | None = None, block_m: int = 64, block_n: int = 64,
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: None = None, *,
+    is_causal: bool = False, scale: float | None = None, block_m: int = 64, block_n: int = 64,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""The FlashAttention-2 forward pass by a Triton kernel: (out, lse) as ``flash_attention_forward``.
 
@@ -125,6 +125,7 @@ def triton_flash_forward(
     >>> ok
     True
     """
+    refuse_mask("triton_flash_forward", attn_mask)
     if query.dtype == torch.float64:
         raise TypeError("triton_flash_forward: float64 is not supported; use float32, float16 or bfloat16")
     if not (query.dtype == key.dtype == value.dtype):
@@ -156,28 +157,28 @@ def triton_flash_forward(
 
 class _TritonFlashAttention(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, query, key, value, is_causal=False, scale=None):
-        out, lse = triton_flash_forward(query, key, value, is_causal, scale)
+    def forward(ctx, query, key, value, is_causal, scale):
+        out, lse = triton_flash_forward(query, key, value, is_causal=is_causal, scale=scale)
         ctx.save_for_backward(query, key, value, out, lse)
-        ctx.options = (is_causal, scale)
+        ctx.options = dict(is_causal=is_causal, scale=scale)
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        query, key, value, out, lse = ctx.saved_tensors
-        dq, dk, dv = flash_attention_backward(query, key, value, out, lse, grad_out, *ctx.options)
+        dq, dk, dv = flash_attention_backward(*ctx.saved_tensors, grad_out, **ctx.options)
         return dq, dk, dv, None, None
 
 
 def triton_flash_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, is_causal: bool = False,
-    scale: float | None = None,
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: None = None, *,
+    is_causal: bool = False, scale: float | None = None,
 ) -> torch.Tensor:
     r"""softmax(Q K^T * scale) V by the Triton forward kernel, differentiable.
 
     The forward pass is :func:`triton_flash_forward`; the backward pass is
     :func:`course_lib.flash.flash_attention_backward` (tiled PyTorch, recomputing the
     probabilities from the saved log-sum-exp). ``is_causal`` is top-left aligned, as in torch.
+    Options after the three tensors are keyword-only; ``attn_mask`` must be None.
 
     Shapes:
         query: (..., Lq, D); key: (..., Lk, D); value: (..., Lk, Dv).
@@ -192,4 +193,5 @@ def triton_flash_attention(
     >>> shape
     (1, 1, 8, 16)
     """
+    refuse_mask("triton_flash_attention", attn_mask)
     return _TritonFlashAttention.apply(query, key, value, is_causal, scale)

@@ -32,8 +32,10 @@ MODULES = [
     "course_lib.online_softmax",
     "course_lib.chunked",
     "course_lib.flash",
+    "course_lib.flash_cpu",
     "course_lib.triton_attention",
     "course_kit.measure",
+    "course_kit.diagrams",
 ]
 PUBLIC_FUNCTIONS = [
     name for name in course_lib.__all__ if inspect.isfunction(getattr(course_lib, name))

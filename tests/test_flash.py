@@ -1,21 +1,27 @@
-"""Chunked and FlashAttention (PyTorch) against F.scaled_dot_product_attention and autograd."""
+"""Chunked and FlashAttention (PyTorch) against F.scaled_dot_product_attention and autograd.
+
+The readable reference (course_lib.flash) and its CPU-tuned variant (course_lib.flash_cpu) must give
+the same answers, so the tests of what both promise run on both; test_flash_cpu.py holds what only
+the tuned one has (the unified maximum, the tiles chosen for the CPU)."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from course_lib.chunked import chunked_attention
-from course_lib import flash
 from course_lib.flash import (
     causal_tile_mask,
     flash_attention,
     flash_attention_backward,
     flash_attention_forward,
 )
+from course_lib.flash_cpu import flash_attention_cpu, flash_attention_cpu_backward, flash_attention_cpu_forward
+from course_lib.triton_attention import triton_flash_attention, triton_flash_forward
 
 # Half precision: the fused kernel and ours both round to 11 (8) mantissa bits; errors ~1e-3 (1e-2).
 TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-8),
@@ -35,6 +41,14 @@ def inputs(batch, lq, lk, d, dv, dtype=torch.float32, seed=0):
             torch.randn(*batch, lk, dv, generator=g).to(dtype))
 
 
+# (forward, backward, differentiable operator) of each implementation
+IMPLEMENTATIONS = {
+    "reference": (flash_attention_forward, flash_attention_backward, flash_attention),
+    "cpu": (flash_attention_cpu_forward, flash_attention_cpu_backward, flash_attention_cpu),
+}
+implementations = pytest.mark.parametrize("impl", IMPLEMENTATIONS.values(), ids=IMPLEMENTATIONS.keys())
+
+
 def reference_scores(q, k, is_causal, scale=None):
     scale = 1 / math.sqrt(q.shape[-1]) if scale is None else scale
     s = q.double() @ k.double().transpose(-2, -1) * scale
@@ -46,9 +60,10 @@ def reference_scores(q, k, is_causal, scale=None):
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 @pytest.mark.parametrize("blocks", [(4, 3), (16, 16), (128, 256)], ids=str)
-def test_flash_forward_matches_sdpa_and_saves_the_logsumexp(shape, is_causal, blocks):
+@implementations
+def test_flash_forward_matches_sdpa_and_saves_the_logsumexp(impl, shape, is_causal, blocks):
     q, k, v = inputs(*shape)
-    out, lse = flash_attention_forward(q, k, v, is_causal, block_q=blocks[0], block_k=blocks[1])
+    out, lse = impl[0](q, k, v, is_causal=is_causal, block_q=blocks[0], block_k=blocks[1])
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), **TOL[torch.float32])
     torch.testing.assert_close(lse, torch.logsumexp(reference_scores(q, k, is_causal), dim=-1).float(),
                                **TOL[torch.float32])
@@ -57,26 +72,31 @@ def test_flash_forward_matches_sdpa_and_saves_the_logsumexp(shape, is_causal, bl
 
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_flash_gradients_match_autograd_through_sdpa(shape, is_causal):
+@implementations
+def test_flash_gradients_match_autograd_through_sdpa(impl, shape, is_causal):
     q, k, v = (t.requires_grad_() for t in inputs(*shape, seed=1))
     grad_out = torch.randn(*q.shape[:-1], v.shape[-1], generator=torch.Generator().manual_seed(2))
-    ours = torch.autograd.grad(flash_attention(q, k, v, is_causal, block_q=8, block_k=5), (q, k, v), grad_out)
+    ours = torch.autograd.grad(impl[2](q, k, v, is_causal=is_causal, block_q=8, block_k=5), (q, k, v), grad_out)
     theirs = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), (q, k, v), grad_out)
     for name, a, b in zip("qkv", ours, theirs):
         torch.testing.assert_close(a, b, **TOL[torch.float32], msg=lambda m: f"d{name}: {m}")
 
 
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
-def test_flash_attention_passes_gradcheck_in_float64(is_causal):
+@implementations
+def test_flash_attention_passes_gradcheck_in_float64(impl, is_causal):
     q, k, v = (t.requires_grad_() for t in inputs((2,), 7, 9, 4, 3, dtype=torch.float64))
-    assert torch.autograd.gradcheck(lambda q, k, v: flash_attention(q, k, v, is_causal, None, 3, 4), (q, k, v))
+    assert torch.autograd.gradcheck(lambda q, k, v: impl[2](q, k, v, is_causal=is_causal, block_q=3, block_k=4),
+                                    (q, k, v))
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
-def test_half_precision_inputs_accumulate_in_float32_and_stay_within_the_fused_kernels_error(dtype, is_causal):
+@implementations
+def test_half_precision_inputs_accumulate_in_float32_and_stay_within_the_fused_kernels_error(impl, dtype, is_causal):
     q, k, v = (t.requires_grad_() for t in inputs((1, 2), 50, 50, 16, 16, dtype=dtype))
-    out = flash_attention(q, k, v, is_causal, block_q=16, block_k=16)
+    out = impl[2](q, k, v, is_causal=is_causal, block_q=16, block_k=16)
+    assert impl[0](q, k, v, is_causal=is_causal, block_q=16, block_k=16)[1].dtype == torch.float32  # the lse
     assert out.dtype == dtype
     exact = torch.softmax(reference_scores(q, k, is_causal), dim=-1) @ v.double()
     theirs = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
@@ -92,48 +112,17 @@ def test_half_precision_inputs_accumulate_in_float32_and_stay_within_the_fused_k
         torch.testing.assert_close(a.float(), b.float(), atol=10 * TOL[dtype]["atol"], rtol=10 * TOL[dtype]["rtol"])
 
 
-@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
-def test_a_query_tile_with_large_scores_keeps_the_running_max(is_causal):
-    # Rows 16..31 (the second query tile) reach scores of about 2^200: 2^s overflows without the
-    # running max, so that tile must take the online softmax while the others keep m = 0.
-    q, k, v = inputs((2, 3), 70, 70, 16, 16)
-    q[..., 16:32, :] *= 60
-    out, lse = flash_attention_forward(q, k, v, is_causal, block_q=16, block_k=16)
-    assert out.isfinite().all()
-    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), **TOL[torch.float32])
-    torch.testing.assert_close(lse, torch.logsumexp(reference_scores(q, k, is_causal), dim=-1).float(),
-                               **TOL[torch.float32])
-
-
-def test_values_too_large_for_a_unified_max_keep_the_running_max():
-    # Small scores but |V| up to about 3e36: sums of 2^s V over 40 keys would pass float32's 3.4e38,
-    # sums of 2^(s - m) V (each factor at most 1) do not.
-    q, k, v = inputs((1, 2), 40, 40, 8, 8)
-    v = v * 1e36
-    out, _ = flash_attention_forward(q, k, v, block_q=16, block_k=16)
-    assert out.isfinite().all()
-    torch.testing.assert_close(out / 1e36, F.scaled_dot_product_attention(q, k, v) / 1e36, **TOL[torch.float32])
-
-
-@pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
-def test_unified_max_and_running_max_give_the_same_output_and_logsumexp(is_causal, monkeypatch):
-    q, k, v = inputs((2, 2), 45, 45, 16, 16)
-    unified = flash_attention_forward(q, k, v, is_causal, block_q=8, block_k=8)
-    monkeypatch.setattr(flash, "UNIFIED_MAX_BOUND", -1.0)  # no tile qualifies: the online softmax everywhere
-    running = flash_attention_forward(q, k, v, is_causal, block_q=8, block_k=8)
-    for a, b in zip(unified, running):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
-
-
-def test_custom_scale_matches_sdpa():
+@implementations
+def test_custom_scale_matches_sdpa(impl):
     q, k, v = inputs((2,), 12, 12, 8, 8)
-    out, _ = flash_attention_forward(q, k, v, scale=0.05, block_q=5, block_k=5)
+    out, _ = impl[0](q, k, v, scale=0.05, block_q=5, block_k=5)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, scale=0.05), **TOL[torch.float32])
 
 
-def test_backward_uses_only_the_saved_logsumexp_not_the_probabilities():
+@implementations
+def test_backward_uses_only_the_saved_logsumexp_not_the_probabilities(impl):
     q, k, v = (t.requires_grad_() for t in inputs((1,), 20, 20, 8, 8))
-    out = flash_attention(q, k, v, block_q=4, block_k=4)
+    out = impl[2](q, k, v, block_q=4, block_k=4)
     saved = [t for t in out.grad_fn.saved_tensors]
     assert [tuple(t.shape) for t in saved] == [(1, 20, 8)] * 4 + [(1, 20)]  # q, k, v, out, lse
 
@@ -157,19 +146,53 @@ def test_causal_skips_tiles_so_it_does_about_half_the_work():
 @pytest.mark.parametrize("chunk", [1, 3, 7, 100])
 def test_chunked_attention_matches_sdpa(is_causal, chunk):
     q, k, v = inputs((2, 2), 17, 13, 8, 6)
-    torch.testing.assert_close(chunked_attention(q, k, v, is_causal, chunk_size=chunk),
+    torch.testing.assert_close(chunked_attention(q, k, v, is_causal=is_causal, chunk_size=chunk),
                                F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), **TOL[torch.float32])
 
 
-def test_bad_inputs_get_clear_errors():
+@implementations
+def test_bad_inputs_get_clear_errors(impl):
     q, k, v = inputs((1,), 4, 4, 8, 8)
     with pytest.raises(ValueError, match="same leading dims"):
-        flash_attention(q, k[..., :4], v)
+        impl[2](q, k[..., :4], v)
     with pytest.raises(TypeError, match="share a dtype"):
-        flash_attention(q, k.double(), v)
+        impl[2](q, k.double(), v)
     with pytest.raises(ValueError, match="block sizes"):
-        flash_attention(q, k, v, block_q=0)
+        impl[2](q, k, v, block_q=0)
     with pytest.raises(TypeError, match="floating point"):
-        flash_attention(q.long(), k.long(), v.long())
+        impl[2](q.long(), k.long(), v.long())
     with pytest.raises(ValueError, match="chunk_size"):
         chunked_attention(q, k, v, chunk_size=0)
+
+
+TILED = [flash_attention, flash_attention_forward, flash_attention_cpu, flash_attention_cpu_forward,
+         chunked_attention, triton_flash_attention, triton_flash_forward]
+
+
+@pytest.mark.parametrize("fn", TILED, ids=lambda fn: fn.__name__)
+@pytest.mark.parametrize("mask", [torch.ones(4, 4, dtype=torch.bool).tril(), torch.ones(1, dtype=torch.bool)],
+                         ids=["4x4 mask", "one-element mask"])
+def test_a_mask_where_none_is_supported_is_refused_with_what_to_use_instead(fn, mask):
+    # Before: a 4x4 mask failed on 'Boolean value of Tensor ... is ambiguous', a one-element mask was
+    # silently read as is_causal. Raised before any kernel runs, so Triton need not be installed.
+    q, k, v = inputs((1,), 4, 4, 8, 8)
+    with pytest.raises(TypeError, match=rf"{fn.__name__} takes no attn_mask \(got a tensor of shape "
+                                        rf"{re.escape(str(tuple(mask.shape)))}\).*is_causal=True"):
+        fn(q, k, v, mask)
+    with pytest.raises(TypeError, match="takes no attn_mask"):
+        fn(q, k, v, attn_mask=mask)
+
+
+@pytest.mark.parametrize("fn", TILED, ids=lambda fn: fn.__name__)
+def test_is_causal_passed_by_position_is_refused_not_taken_for_a_mask(fn):
+    q, k, v = inputs((1,), 4, 4, 8, 8)
+    with pytest.raises(TypeError, match="pass is_causal=True by keyword"):
+        fn(q, k, v, True)
+
+
+@pytest.mark.parametrize("fn", [flash_attention, flash_attention_cpu, chunked_attention, triton_flash_attention],
+                         ids=lambda fn: fn.__name__)
+def test_options_are_keyword_only(fn):
+    q, k, v = inputs((1,), 4, 4, 8, 8)
+    with pytest.raises(TypeError, match="positional argument"):
+        fn(q, k, v, None, False)

@@ -72,6 +72,7 @@ def test_bench_flash_and_sdpa_need_far_less_memory_than_naive():
 
 def test_bench_skips_what_must_not_run_and_says_why():
     assert "needs a CUDA device" in measure(Config("triton", 64, "forward")).note
+    assert "chunked: forward only" in measure(Config("chunked", 64, "backward")).note
     skipped = measure(Config("naive", 16384, "forward"), memory_limit_bytes=4 * 2**30)
     assert skipped.seconds is None and "skipped, needs ~16.0 GiB" in skipped.note
 

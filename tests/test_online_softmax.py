@@ -61,3 +61,10 @@ def test_online_softmax_rejects_integers_and_empty_blocks():
         online_softmax(torch.arange(3))
     with pytest.raises(ValueError, match="block_size"):
         online_softmax(torch.randn(3), block_size=0)
+
+
+def test_online_softmax_takes_its_block_size_by_keyword_only():
+    import pytest
+
+    with pytest.raises(TypeError, match="positional argument"):
+        online_softmax(torch.randn(3), 2)

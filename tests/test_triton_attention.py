@@ -28,7 +28,7 @@ def inputs(b, h, lq, lk, d, dtype=torch.float32, seed=0):
 @pytest.mark.parametrize("lq,lk,d", [(16, 16, 16), (5, 21, 16), (21, 5, 8), (33, 33, 32)])
 def test_triton_forward_matches_sdpa_and_logsumexp_under_odd_sizes(lq, lk, d, is_causal):
     q, k, v = inputs(1, 2, lq, lk, d)
-    out, lse = triton_flash_forward(q, k, v, is_causal, block_m=16, block_n=16)
+    out, lse = triton_flash_forward(q, k, v, is_causal=is_causal, block_m=16, block_n=16)
     torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), atol=2e-5, rtol=1e-4)
     s = q @ k.transpose(-2, -1) / math.sqrt(d)
     if is_causal:
@@ -56,7 +56,7 @@ def test_float64_is_refused_with_a_clear_error():
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])
 def test_triton_half_precision_within_twice_the_fused_kernels_error(dtype, is_causal):
     q, k, v = inputs(2, 4, 1000, 1000, 64, dtype=dtype)
-    out, _ = triton_flash_forward(q, k, v, is_causal)
+    out, _ = triton_flash_forward(q, k, v, is_causal=is_causal)
     exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=is_causal)
     theirs = F.scaled_dot_product_attention(q, k, v, is_causal=is_causal)
     assert (out.double() - exact).abs().max() <= 2 * (theirs.double() - exact).abs().max() + 1e-3

@@ -1,6 +1,8 @@
 """Lesson 4's graded exercises: GPU-efficient attention (solutions/lesson4_flash).
 
-The tiled exercises take small block sizes, so a few dozen queries already cross several tiles,
+The references are course_lib's readable implementations (``course_lib.flash`` is FlashAttention-2's
+Algorithms 1 and 2 as the lesson writes them), called with the options by keyword, as the students'
+signatures take them (keyword-only after the tensors). The tiled exercises take small block sizes, so a few dozen queries already cross several tiles,
 and sizes that are not multiples of the blocks, where a missing boundary check shows. The Triton
 kernel is graded on tiny shapes: on a machine without CUDA it runs under Triton's interpreter.
 """
@@ -153,8 +155,7 @@ def _backward_inputs(g, q, k, v, **options):
     """(q, k, v, out, lse, grad_out) for a backward case: the forward's own out and lse, computed in
     float64 and rounded to the inputs' dtype (lse stays float32 or wider), so the release stores the
     same bytes on every CPU."""
-    out, lse = flash_attention_forward(q.double(), k.double(), v.double(), options.get("is_causal", False),
-                                       options.get("scale"))
+    out, lse = flash_attention_forward(q.double(), k.double(), v.double(), **options)
     return [q, k, v, out.to(q.dtype), lse.to(torch.promote_types(q.dtype, torch.float32)),
             randn(g, *out.shape, dtype=q.dtype)]
 
@@ -217,8 +218,8 @@ def _triton_hidden(g):
     ]
 
 
-def _triton_reference(query, key, value, is_causal=False, scale=None):
-    return flash_attention_forward(query, key, value, is_causal, scale)
+def _triton_reference(query, key, value, *, is_causal=False, scale=None):
+    return flash_attention_forward(query, key, value, is_causal=is_causal, scale=scale)
 
 
 EXERCISES = (

@@ -14,7 +14,7 @@
 # grade_id in the released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "chunked_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def chunked_attention(query, key, value, is_causal=False, scale=None, chunk_size=1024):
+def chunked_attention(query, key, value, *, is_causal=False, scale=None, chunk_size=1024):
     """softmax(Q K^T * scale) V, computed chunk_size queries at a time.
 
     Args:
@@ -71,7 +71,7 @@ def causal_tile_mask(n_q, n_k, block_q, block_k):
 
 
 # %% nbgrader={"grade": false, "grade_id": "flash_attention_forward", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def flash_attention_forward(query, key, value, is_causal=False, scale=None, block_q=16, block_k=16):
+def flash_attention_forward(query, key, value, *, is_causal=False, scale=None, block_q=16, block_k=16):
     """FlashAttention-2's forward pass over tiles: the output and each row's log-sum-exp.
 
     Args:
@@ -83,8 +83,9 @@ def flash_attention_forward(query, key, value, is_causal=False, scale=None, bloc
         block_q, block_k: tile sizes for queries and keys.
 
     Returns:
-        (out, lse): out (..., Lq, Dv), the attention output; lse (..., Lq), the log-sum-exp
-        log(sum_j exp(scale * q_i . k_j)) over the keys query i sees. Both in the inputs' dtype.
+        (out, lse): out (..., Lq, Dv), the attention output, in the inputs' dtype; lse (..., Lq),
+        the log-sum-exp log(sum_j exp(scale * q_i . k_j)) over the keys query i sees, in float32
+        (float64 for float64 inputs), as FlashAttention keeps it whatever the inputs' precision.
     """
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
     n_q, n_k = query.shape[-2], key.shape[-2]
@@ -118,7 +119,7 @@ def flash_attention_forward(query, key, value, is_causal=False, scale=None, bloc
 
 
 # %% nbgrader={"grade": false, "grade_id": "flash_attention_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def flash_attention_backward(query, key, value, out, lse, grad_out, is_causal=False, scale=None,
+def flash_attention_backward(query, key, value, out, lse, grad_out, *, is_causal=False, scale=None,
                              block_q=16, block_k=16):
     """FlashAttention-2's backward pass: the gradients, recomputing each tile's P from lse.
 
