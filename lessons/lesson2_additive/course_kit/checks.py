@@ -278,7 +278,9 @@ def _matches(output: Any, mistaken: Any, case: dict) -> bool:
 
 def compare_case(actual: Any, case: dict) -> str | None:
     """What is wrong with ``actual`` as the output of ``case``, or None (see the module's docstring)."""
-    expected, quote = case["expected"], not case.get("hidden", False)
+    expected, quote = case.get("expected"), not case.get("hidden", False)
+    if expected is None:  # an answer only the grader's check of the whole exercise judges
+        return None
     if isinstance(expected, list) and expected and isinstance(expected[0], str):  # translations
         sources = case["args"][0] if quote and case.get("args") else None
         return compare_translations(actual, expected, min_accuracy=case.get("min_accuracy", 1.0), sources=sources,
