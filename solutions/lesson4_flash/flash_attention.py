@@ -22,7 +22,8 @@
 # 4. the online softmax, derived step by step (**exercise 2**);
 # 5. the tiled forward pass, with the causal tile skip (**exercises 3 and 4**);
 # 6. the backward pass by recomputation (**exercise 5**);
-# 7. a Triton kernel (**exercise 6**), checked here on the CPU by Triton's interpreter;
+# 7. Triton kernels, from a vector operation to FlashAttention's forward pass (**exercises 6 to 9**),
+#    checked here on the CPU by Triton's interpreter;
 # 8. which kernel `F.scaled_dot_product_attention` picks, and why;
 # 9. a benchmark of everything.
 #
@@ -48,12 +49,13 @@ import torch.nn.functional as F
 from course_kit.checks import check_exercise
 from course_kit.diagrams import plot_flash_tiles, plot_online_softmax_state
 from course_kit.measure import peak_memory_bytes, sdpa_kernel_name, time_call
+from course_kit.triton_launch import NO_TRITON, flash_forward_launcher, scaled_add_launcher
 
 try:
     import triton
     import triton.language as tl
-except ImportError:  # Triton ships for Linux only; exercise 6 needs it
-    triton = tl = None
+except ImportError:  # Triton ships for Linux only: exercises 6 to 9 then say so when they run
+    triton = tl = NO_TRITON  # the kernels can still be defined; launching one says why it cannot run
 
 torch.manual_seed(0)  # the same random numbers, and so the same pictures, on every run
 torch.set_printoptions(precision=4, sci_mode=False)
@@ -591,129 +593,273 @@ for is_causal in [False, True]:
     print(f"is_causal={is_causal!s:5}: largest gaps {gaps}")
 
 # %% [markdown]
-# ## 7. A Triton kernel
+# ## 7. Triton: from a vector operation to FlashAttention
 #
 # PyTorch runs each of the operations above as a separate kernel, writing every tile to memory in
 # between: on a GPU, that is the memory traffic we set out to avoid. A real FlashAttention is
 # *one* kernel that keeps the tiles on chip. Triton (Tillet, Kung and Cox, 2019) lets us write
-# one in Python: a kernel is a function run by many **programs** in parallel, each on a tile, with
-# `tl.load`/`tl.store` moving tiles between memory and registers, and `tl.dot` multiplying tiles
-# on the tensor cores.
+# one in Python. We get there in four kernels, one idea each: a vector operation (programs,
+# blocks, masks), the softmax of every row (reductions, strides, the $-\infty$ padding), a tiled
+# matrix product (`tl.dot`), and then FlashAttention's forward pass, which uses all of them.
+# Triton's own tutorials (vector addition, fused softmax, matrix multiplication, in its
+# documentation) take the same first steps, with timings on a GPU.
 #
-# Each program of our kernel takes one tile of `BLOCK_M` queries of one (batch, head): its
-# position is `tl.program_id(0)` (the tile) and `tl.program_id(1)` (the batch and head). It
-# loads its queries once, loops over the keys in tiles of `BLOCK_N`, and keeps `m`, `l` and
-# `acc` in registers, exactly your forward pass. Pointers are base address plus offsets: element
-# `(b, r, c)` of `Q` is at `Q + b * stride_qb + r * stride_qm + c * stride_qd`. Rows past the end
-# are switched off with `mask=` in loads and stores, and the head dimension is padded to a power
-# of two `BLOCK_D` (masked too). Useful operations: `tl.arange`, `tl.zeros`, `tl.full`,
-# `tl.maximum`, `tl.max(x, 1)`, `tl.sum(x, 1)`, `tl.exp`, `tl.log`, `tl.where`, `tl.dot`. On a
-# GPU, `tl.dot` of float32 tiles rounds its inputs to TF32 (10 mantissa bits) unless you pass
-# `input_precision="ieee"`: do, or the tests' float32 tolerance will catch the difference.
+# **A kernel and its programs.** A Triton kernel is a function decorated with `@triton.jit`.
+# Launching it starts a *grid* of **programs** (up to three axes of them), all running the same
+# code; `tl.program_id(axis)` tells a program its position along each axis. A program does not
+# handle one number, as a CUDA thread does, but a **block** of them: `tl.arange(0, BLOCK)` is the
+# block of integers $0, \dots, \text{BLOCK}-1$, and arithmetic on blocks is elementwise, with
+# broadcasting as in torch (`rows[:, None] * 10 + cols[None, :]` is a 2-D block). Block sizes are
+# `tl.constexpr` arguments, fixed when the kernel is compiled, and powers of two.
 #
-# Without a GPU, the setup cell set `TRITON_INTERPRET=1`: the kernel then runs on CPU tensors,
-# program after program, in numpy. That is slow but exact, so the tests use tiny shapes.
+# **Memory: pointers, masks, strides.** A tensor reaches the kernel as a pointer to its first
+# element. A pointer plus a block of offsets is a block of pointers; `tl.load(pointers,
+# mask=..., other=...)` reads them into a block of values and `tl.store(pointers, values,
+# mask=...)` writes them. Where the mask is False nothing is read (the lane takes the value
+# `other`) and nothing is written: that is how a block that runs past the end of a tensor stays
+# inside it. Element $(i, j)$ of a 2-D tensor `x` is at `X + i * stride_xm + j * stride_xn`, where
+# `x.stride() == (stride_xm, stride_xn)`. A transposed tensor is the same memory with its strides
+# swapped: a kernel that follows the strides reads it right without a copy; one that assumes a
+# row of `n_cols` contiguous elements reads the wrong ones.
 #
-# ### Exercise 6: the FlashAttention forward kernel (3 points)
+# **Who launches.** Launching takes a few lines of Python: allocate the output, choose the grid,
+# pass the tensors and their strides. Here the course kit does it (`course_kit.triton_launch`):
+# you write the kernel, and `scaled_add_launcher(scaled_add_kernel)` is the function the test
+# checks. The kit's launcher also puts a guard zone around every tensor it hands to your kernel: a
+# load past the end reads NaN, and a store past the end, or an element of the output that no
+# program wrote, is reported with what to check. On a GPU, the same mistakes read or overwrite
+# some other memory without a word, or crash the process.
 #
-# Write the body of `flash_forward_kernel`. The launcher `triton_flash_forward` below it is given:
-# it flattens the batch dimensions, allocates `out` and the float32 `lse`, and starts one program
-# per (query tile, batch x head). Keep the causal tile skip: stop the key loop at the tile's last
-# query.
+# **Where it runs.** Without a GPU the setup cell set `TRITON_INTERPRET=1`: Triton's interpreter
+# then runs the programs one after another, in numpy, on CPU tensors. It is slow but exact, so the
+# tests use tiny shapes. Triton ships for Linux only; elsewhere the four exercises say so when
+# they run, and cannot pass.
+#
+# ### Exercise 6: a vector operation (1 point)
+#
+# Write `scaled_add_kernel`: `OUT[i] = X[i] * alpha + Y[i]` for the `n` elements. The launcher
+# starts `cdiv(n, BLOCK)` programs with `BLOCK = 16`: program `p` handles the elements
+# `p * BLOCK` to `p * BLOCK + BLOCK - 1`, so when `n` is not a multiple of 16 the last program's
+# block runs past the end. Mask its loads and its store with `offsets < n`.
+
+# %% nbgrader={"grade": false, "grade_id": "triton_scaled_add", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def scaled_add_kernel(X, Y, OUT, alpha, n, BLOCK: tl.constexpr):
+    """OUT[i] = X[i] * alpha + Y[i] for i < n, BLOCK elements per program (X, Y, OUT: n floats each)."""
+    ### BEGIN SOLUTION
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # this program's elements
+    inside = offsets < n  # False for the lanes of the last block that lie past the end
+    x = tl.load(X + offsets, mask=inside)
+    y = tl.load(Y + offsets, mask=inside)
+    tl.store(OUT + offsets, x * alpha + y, mask=inside)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "triton_scaled_add_tests", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+from course_kit.triton_launch import scaled_add_launcher
+### BEGIN HIDDEN TESTS
+from course_kit.answers import record_answers
+record_answers("triton_scaled_add", scaled_add_launcher(scaled_add_kernel))
+### END HIDDEN TESTS
+check_exercise("triton_scaled_add", scaled_add_launcher(scaled_add_kernel))
+
+# %% [markdown]
+# The launcher gives back an ordinary function of tensors:
+
+# %%
+scaled_add = scaled_add_launcher(scaled_add_kernel)
+print(scaled_add(torch.arange(5.0), torch.ones(5), 2.0))  # 2 * [0, 1, 2, 3, 4] + 1
+
+# %% [markdown]
+# ### Exercise 7: the softmax of every row (2 points)
+#
+# A row of attention scores fits in one block, so one program per row can compute its softmax
+# with the row held in registers: read from memory once, written once. (Lesson 1's softmax, in
+# PyTorch operations, reads and writes the whole matrix at each of its steps.) Write
+# `softmax_kernel`. Program `tl.program_id(0)` takes one row; the block `cols = tl.arange(0,
+# BLOCK)` covers it, `BLOCK` being the power of two of at least 16 that holds `n_cols` (the
+# launcher chooses it), so the lanes `cols >= n_cols` lie past the row's end. Load them as
+# $-\infty$ (`other=float("-inf")`): they then change neither the row's max nor, since
+# `tl.exp` gives them 0, its sum; the masks of Lesson 1 did the same. Then, as in Lesson 1,
+# subtract the row's maximum `tl.max(x, 0)`, exponentiate with `tl.exp`, and divide by
+# `tl.sum(e, 0)` (the 0 is the axis: a row is a 1-D block). `x` may be stored in any layout: read
+# it through its strides, and write `OUT` through its own. (Triton has a `tl.softmax`; as
+# `torch.softmax` in Lesson 1, the grader refuses it here.)
+
+# %% nbgrader={"grade": false, "grade_id": "triton_softmax", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def softmax_kernel(X, OUT, stride_xm, stride_xn, stride_om, stride_on, n_cols, BLOCK: tl.constexpr):
+    """OUT[i] = softmax(X[i]) for the row i = tl.program_id(0); X[i, j] is at X + i * stride_xm + j * stride_xn."""
+    ### BEGIN SOLUTION
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    inside = cols < n_cols
+    x = tl.load(X + row * stride_xm + cols * stride_xn, mask=inside, other=float("-inf"))
+    e = tl.exp(x - tl.max(x, 0))  # lanes past the end: exp(-inf) = 0
+    tl.store(OUT + row * stride_om + cols * stride_on, e / tl.sum(e, 0), mask=inside)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "triton_softmax_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from course_kit.triton_launch import softmax_launcher
+### BEGIN HIDDEN TESTS
+from course_kit.answers import record_answers
+record_answers("triton_softmax", softmax_launcher(softmax_kernel))
+### END HIDDEN TESTS
+check_exercise("triton_softmax", softmax_launcher(softmax_kernel))
+
+# %% [markdown]
+# ### Exercise 8: a tiled matrix product with `tl.dot` (2 points)
+#
+# $C = AB$ for $A$ of shape (M, K) and $B$ of shape (K, N), one program per tile of $C$: the grid
+# is `(cdiv(M, BLOCK_M), cdiv(N, BLOCK_N))`, and program `(tl.program_id(0), tl.program_id(1))`
+# computes the `BLOCK_M x BLOCK_N` tile at that row tile and column tile. It walks along K in
+# steps of `BLOCK_K`, loading a `(BLOCK_M, BLOCK_K)` tile of $A$ and a `(BLOCK_K, BLOCK_N)` tile of
+# $B$, and adds their product to a float32 accumulator (`tl.zeros((BLOCK_M, BLOCK_N),
+# dtype=tl.float32)`): `acc += tl.dot(a, b)`. FlashAttention's two products, $QK^\top$ and $PV$,
+# run this way, and it is what a GPU's tensor cores are built for. About `tl.dot`:
+#
+# * its shapes are those of `@`: `(M, K) @ (K, N) -> (M, N)`. The order of the operands matters,
+#   and a tile of $B^\top$ is not a tile of $B$, unless it is loaded transposed, through the
+#   strides;
+# * its tiles here are 16 on every side (`BLOCK_M = BLOCK_N = BLOCK_K = 16`, the launcher's
+#   choice). On an NVIDIA GPU the tensor cores multiply tiles of 16; Triton pads a smaller M or N
+#   but refuses an inner size K below 16 for 16-bit inputs (8 for float32: `min_dot_size` in
+#   Triton 3.9's NVIDIA backend), and its earlier versions refused any side below 16. Tiles of at
+#   least 16 on every side are the safe choice;
+# * on a GPU, `tl.dot` of float32 tiles rounds its inputs to TF32 (10 mantissa bits) unless you
+#   pass `input_precision="ieee"`: pass it, or the tests' float32 tolerance will catch the
+#   difference. The interpreter computes in full precision either way.
+#
+# Two-dimensional blocks of pointers come from broadcasting:
+# `A + rows[:, None] * stride_am + ks[None, :] * stride_ak` is the `(BLOCK_M, BLOCK_K)` block of
+# pointers to `A[rows, ks]`. Mask all three sizes: the rows past M, the columns past N, and along
+# K, where the padding must load as 0 (`other=0.0`) so that it adds nothing to the sums. The last
+# visible case multiplies by `k.T`, a view of a (20, 16) tensor `k`: with its strides, `(1, 16)`,
+# your kernel computes a product with $K^\top$ without copying `k`, as attention's scores need.
+
+# %% nbgrader={"grade": false, "grade_id": "triton_matmul", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def matmul_kernel(
+    A, B, C, M, N, K,  # A (M, K), B (K, N), C (M, N)
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The tile of C = A @ B at row tile tl.program_id(0) and column tile tl.program_id(1)."""
+    ### BEGIN SOLUTION
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for start in range(0, K, BLOCK_K):
+        ks = start + tl.arange(0, BLOCK_K)
+        a = tl.load(A + rows[:, None] * stride_am + ks[None, :] * stride_ak,
+                    mask=(rows[:, None] < M) & (ks[None, :] < K), other=0.0)  # (BLOCK_M, BLOCK_K)
+        b = tl.load(B + ks[:, None] * stride_bk + cols[None, :] * stride_bn,
+                    mask=(ks[:, None] < K) & (cols[None, :] < N), other=0.0)  # (BLOCK_K, BLOCK_N)
+        acc += tl.dot(a, b, input_precision="ieee")
+    tl.store(C + rows[:, None] * stride_cm + cols[None, :] * stride_cn, acc,
+             mask=(rows[:, None] < M) & (cols[None, :] < N))
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "triton_matmul_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+from course_kit.triton_launch import matmul_launcher
+### BEGIN HIDDEN TESTS
+from course_kit.answers import record_answers
+record_answers("triton_matmul", matmul_launcher(matmul_kernel))
+### END HIDDEN TESTS
+check_exercise("triton_matmul", matmul_launcher(matmul_kernel))
+
+# %% [markdown]
+# ### Exercise 9: the FlashAttention forward kernel (3 points)
+#
+# Now all of it in one kernel. Each program takes one tile of `BLOCK_M` queries of one
+# (batch, head): its position is `tl.program_id(0)` (the tile) and `tl.program_id(1)` (the batch
+# and head). It loads its queries once, loops over the keys in tiles of `BLOCK_N`, and keeps `m`,
+# `l` and `acc` in registers, exactly your forward pass of exercise 4: the scores of a tile are
+# `tl.dot(q, k_t)` with `k_t` a `(BLOCK_D, BLOCK_N)` tile of $K^\top$ loaded through the strides
+# (exercise 8), the row statistics are `tl.max(s, 1)` and `tl.sum(p, 1)` (axis 1: a 2-D block's
+# rows), and masking works as in exercise 7, with `tl.where(visible, s, float("-inf"))` for the
+# keys past the end and, with `IS_CAUSAL`, those after the query. Element `(b, r, c)` of `Q` is at
+# `Q + b * stride_qb + r * stride_qm + c * stride_qd`; rows past the end are switched off with
+# `mask=` in loads and stores, and the head dimension is padded to a power of two `BLOCK_D`
+# (masked too). Useful too: `tl.zeros`, `tl.full`, `tl.maximum`, `tl.log`, `x.to(dtype)`; pass
+# `input_precision="ieee"` to both `tl.dot`s.
+#
+# The launcher, `flash_forward_launcher`, flattens the batch dimensions into one of size BH,
+# allocates `O` (BH, Lq, Dv) and the float32 `LSE` (BH, Lq), contiguous, so that element `(b, i)`
+# of `LSE` is at `LSE + b * n_q + i`, and starts the grid `(cdiv(Lq, BLOCK_M), BH)` with
+# `BLOCK_M = BLOCK_N = 16`. Keep the causal tile skip: stop the key loop at the tile's last query.
 
 # %% nbgrader={"grade": false, "grade_id": "triton_flash_forward", "locked": false, "schema_version": 3, "solution": true, "task": false}
-if triton is not None:
-    @triton.jit
-    def flash_forward_kernel(
-        Q, K, V, O, LSE,  # Q (BH, Lq, D), K (BH, Lk, D), V (BH, Lk, Dv), O (BH, Lq, Dv), LSE (BH, Lq)
-        stride_qb, stride_qm, stride_qd, stride_kb, stride_kn, stride_kd,
-        stride_vb, stride_vn, stride_vd, stride_ob, stride_om, stride_od,
-        n_q, n_k, d, d_v, scale,
-        IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    ):
-        ### BEGIN SOLUTION
-        start_m = tl.program_id(0) * BLOCK_M  # this program's first query
-        bh = tl.program_id(1)  # this program's (batch, head)
-        rows = start_m + tl.arange(0, BLOCK_M)
-        cols_d, cols_dv = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
-        q = tl.load(Q + bh * stride_qb + rows[:, None] * stride_qm + cols_d[None, :] * stride_qd,
-                    mask=(rows[:, None] < n_q) & (cols_d[None, :] < d), other=0.0)  # (BLOCK_M, BLOCK_D)
-        q = q * scale
-        m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-        l = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
-        k_end = n_k
+@triton.jit
+def flash_forward_kernel(
+    Q, K, V, O, LSE,  # Q (BH, Lq, D), K (BH, Lk, D), V (BH, Lk, Dv), O (BH, Lq, Dv), LSE (BH, Lq)
+    stride_qb, stride_qm, stride_qd, stride_kb, stride_kn, stride_kd,
+    stride_vb, stride_vn, stride_vd, stride_ob, stride_om, stride_od,
+    n_q, n_k, d, d_v, scale,
+    IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    """O and LSE for the query tile tl.program_id(0) of the (batch, head) tl.program_id(1)."""
+    ### BEGIN SOLUTION
+    start_m = tl.program_id(0) * BLOCK_M  # this program's first query
+    bh = tl.program_id(1)  # this program's (batch, head)
+    rows = start_m + tl.arange(0, BLOCK_M)
+    cols_d, cols_dv = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
+    q = tl.load(Q + bh * stride_qb + rows[:, None] * stride_qm + cols_d[None, :] * stride_qd,
+                mask=(rows[:, None] < n_q) & (cols_d[None, :] < d), other=0.0)  # (BLOCK_M, BLOCK_D)
+    q = q * scale
+    m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+    k_end = n_k
+    if IS_CAUSAL:
+        k_end = tl.minimum(n_k, start_m + BLOCK_M)  # the causal tile skip
+    for start_n in range(0, k_end, BLOCK_N):
+        keys = start_n + tl.arange(0, BLOCK_N)
+        k_t = tl.load(K + bh * stride_kb + keys[None, :] * stride_kn + cols_d[:, None] * stride_kd,
+                      mask=(keys[None, :] < n_k) & (cols_d[:, None] < d), other=0.0)  # K^T tile (BLOCK_D, BLOCK_N)
+        s = tl.dot(q, k_t, input_precision="ieee")  # (BLOCK_M, BLOCK_N), float32 products in full
+        visible = keys[None, :] < n_k
         if IS_CAUSAL:
-            k_end = tl.minimum(n_k, start_m + BLOCK_M)  # the causal tile skip
-        for start_n in range(0, k_end, BLOCK_N):
-            keys = start_n + tl.arange(0, BLOCK_N)
-            k_t = tl.load(K + bh * stride_kb + keys[None, :] * stride_kn + cols_d[:, None] * stride_kd,
-                          mask=(keys[None, :] < n_k) & (cols_d[:, None] < d), other=0.0)  # K^T tile (BLOCK_D, BLOCK_N)
-            s = tl.dot(q, k_t, input_precision="ieee")  # (BLOCK_M, BLOCK_N), float32 products in full
-            visible = keys[None, :] < n_k
-            if IS_CAUSAL:
-                visible = visible & (keys[None, :] <= rows[:, None])
-            s = tl.where(visible, s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 1))
-            alpha = tl.exp(m - m_new)
-            p = tl.exp(s - m_new[:, None])
-            l = l * alpha + tl.sum(p, 1)
-            v = tl.load(V + bh * stride_vb + keys[:, None] * stride_vn + cols_dv[None, :] * stride_vd,
-                        mask=(keys[:, None] < n_k) & (cols_dv[None, :] < d_v), other=0.0)  # (BLOCK_N, BLOCK_DV)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
-            m = m_new
-        acc = acc / l[:, None]
-        tl.store(O + bh * stride_ob + rows[:, None] * stride_om + cols_dv[None, :] * stride_od,
-                 acc.to(O.dtype.element_ty), mask=(rows[:, None] < n_q) & (cols_dv[None, :] < d_v))
-        tl.store(LSE + bh * n_q + rows, m + tl.log(l), mask=rows < n_q)
-        ### END SOLUTION
-
-
-def triton_flash_forward(query, key, value, *, is_causal=False, scale=None, block_m=16, block_n=16):
-    """Launch flash_forward_kernel: (out (..., Lq, Dv), lse (..., Lq) float32), as flash_attention_forward.
-
-    Runs on the GPU when there is one (inputs are moved there and the results back), else on the
-    CPU under Triton's interpreter.
-    """
-    if triton is None:
-        raise RuntimeError("triton is not installed (it ships for Linux): pip install triton")
-    device = torch.device("cuda") if torch.cuda.is_available() else query.device
-    *batch, n_q, d = query.shape
-    scale = 1 / math.sqrt(d) if scale is None else scale
-    n_k, d_v = key.shape[-2], value.shape[-1]
-    q = query.reshape(-1, n_q, d).to(device)  # (BH, Lq, D)
-    k = key.reshape(-1, n_k, d).to(device)  # (BH, Lk, D)
-    v = value.reshape(-1, n_k, d_v).to(device)  # (BH, Lk, Dv)
-    out = torch.empty(q.shape[0], n_q, d_v, dtype=query.dtype, device=device)
-    lse = torch.empty(q.shape[0], n_q, dtype=torch.float32, device=device)
-    grid = (triton.cdiv(n_q, block_m), q.shape[0])  # one program per (query tile, batch x head)
-    flash_forward_kernel[grid](
-        q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(), n_q, n_k, d, d_v, scale,
-        IS_CAUSAL=is_causal, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_DV=max(16, triton.next_power_of_2(d_v)),
-    )
-    return out.reshape(*batch, n_q, d_v).to(query.device), lse.reshape(*batch, n_q).to(query.device)
+            visible = visible & (keys[None, :] <= rows[:, None])
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, 1)
+        v = tl.load(V + bh * stride_vb + keys[:, None] * stride_vn + cols_dv[None, :] * stride_vd,
+                    mask=(keys[:, None] < n_k) & (cols_dv[None, :] < d_v), other=0.0)  # (BLOCK_N, BLOCK_DV)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision="ieee")
+        m = m_new
+    acc = acc / l[:, None]
+    tl.store(O + bh * stride_ob + rows[:, None] * stride_om + cols_dv[None, :] * stride_od,
+             acc.to(O.dtype.element_ty), mask=(rows[:, None] < n_q) & (cols_dv[None, :] < d_v))
+    tl.store(LSE + bh * n_q + rows, m + tl.log(l), mask=rows < n_q)
+    ### END SOLUTION
 
 
 # %% nbgrader={"grade": true, "grade_id": "triton_flash_forward_tests", "locked": true, "points": 3, "schema_version": 3, "solution": false, "task": false}
+from course_kit.triton_launch import flash_forward_launcher
 ### BEGIN HIDDEN TESTS
 from course_kit.answers import record_answers
-record_answers("triton_flash_forward", triton_flash_forward)
+record_answers("triton_flash_forward", flash_forward_launcher(flash_forward_kernel))
 ### END HIDDEN TESTS
-check_exercise("triton_flash_forward", triton_flash_forward)
+check_exercise("triton_flash_forward", flash_forward_launcher(flash_forward_kernel))
 
 # %% [markdown]
 # On a GPU the same kernel runs compiled. How close it comes to PyTorch's own FlashAttention
 # kernel there has **not been measured** for this course (no GPU was available while it was
 # written); `attention-course bench --device cuda --dtype float16 --methods triton sdpa` measures
-# it. Here, the interpreter shows that the kernel is *right*, not how fast it is.
+# `course_lib`'s version of it. Here, the interpreter shows that the kernel is *right*, not how
+# fast it is.
 
 # %%
 device = "cuda" if torch.cuda.is_available() else "cpu"
 n_check = 4096 if device == "cuda" else 40
 q, k, v = (torch.randn(1, 2, n_check, 64, device=device) for _ in range(3))
-out, lse = triton_flash_forward(q, k, v, is_causal=True)
+out, lse = flash_forward_launcher(flash_forward_kernel)(q, k, v, is_causal=True)
 print(f"{device}, N={n_check}: largest gap to F.scaled_dot_product_attention "
       f"{(out - F.scaled_dot_product_attention(q, k, v, is_causal=True)).abs().max():.1e}")
 

@@ -10,8 +10,9 @@
 # A sample student of Lesson 4 who got the chunks, the merge and the backward right, forgot that
 # the last query tile may be short in the causal tile mask, returned the forward pass's results in
 # float32 whatever the input (right on the visible cases, all float32; wrong on the hidden
-# float64 case), and did not attempt the Triton kernel. Each cell below replaces the answer cell with the same
-# grade_id in the released notebook.
+# float64 case), wrote the Triton vector kernel and matrix product right but a softmax kernel that
+# reads x as if it were contiguous (its strides ignored), and did not attempt the FlashAttention
+# kernel. Each cell below replaces the answer cell with the same grade_id in the released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "chunked_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def chunked_attention(query, key, value, *, is_causal=False, scale=None, chunk_size=1024):
@@ -156,3 +157,48 @@ def flash_attention_backward(query, key, value, out, lse, grad_out, *, is_causal
             dq[..., q_start:q_stop, :] += ds @ k_j * scale
             dk[..., k_start:k_stop, :] += ds.transpose(-2, -1) @ q_i * scale
     return dq, dk, dv
+
+
+# %% nbgrader={"grade": false, "grade_id": "triton_scaled_add", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def scaled_add_kernel(X, Y, OUT, alpha, n, BLOCK: tl.constexpr):
+    """OUT[i] = X[i] * alpha + Y[i] for i < n, BLOCK elements per program (X, Y, OUT: n floats each)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # this program's elements
+    inside = offsets < n  # False for the lanes of the last block that lie past the end
+    x = tl.load(X + offsets, mask=inside)
+    y = tl.load(Y + offsets, mask=inside)
+    tl.store(OUT + offsets, x * alpha + y, mask=inside)
+
+
+# %% nbgrader={"grade": false, "grade_id": "triton_softmax", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def softmax_kernel(X, OUT, stride_xm, stride_xn, stride_om, stride_on, n_cols, BLOCK: tl.constexpr):
+    """OUT[i] = softmax(X[i]) for the row i = tl.program_id(0); X[i, j] is at X + i * stride_xm + j * stride_xn."""
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    inside = cols < n_cols
+    x = tl.load(X + row * n_cols + cols, mask=inside, other=float("-inf"))  # strides ignored
+    e = tl.exp(x - tl.max(x, 0))  # lanes past the end: exp(-inf) = 0
+    tl.store(OUT + row * stride_om + cols * stride_on, e / tl.sum(e, 0), mask=inside)
+
+
+# %% nbgrader={"grade": false, "grade_id": "triton_matmul", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def matmul_kernel(
+    A, B, C, M, N, K,  # A (M, K), B (K, N), C (M, N)
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The tile of C = A @ B at row tile tl.program_id(0) and column tile tl.program_id(1)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for start in range(0, K, BLOCK_K):
+        ks = start + tl.arange(0, BLOCK_K)
+        a = tl.load(A + rows[:, None] * stride_am + ks[None, :] * stride_ak,
+                    mask=(rows[:, None] < M) & (ks[None, :] < K), other=0.0)  # (BLOCK_M, BLOCK_K)
+        b = tl.load(B + ks[:, None] * stride_bk + cols[None, :] * stride_bn,
+                    mask=(ks[:, None] < K) & (cols[None, :] < N), other=0.0)  # (BLOCK_K, BLOCK_N)
+        acc += tl.dot(a, b, input_precision="ieee")
+    tl.store(C + rows[:, None] * stride_cm + cols[None, :] * stride_cn, acc,
+             mask=(rows[:, None] < M) & (cols[None, :] < N))

@@ -10,8 +10,10 @@
 # A sample student of Lesson 4 who answered everything, each answer with a classic mistake: a
 # causal mask counted from the chunk's first row instead of from 0, a running sum that is not
 # rescaled, an off-by-one causal tile skip (the tile's first query instead of its last), an
-# accumulator that is not rescaled when the running max grows (in PyTorch and in Triton), and the
-# softmax's row sum taken over one tile instead of the whole row. Each cell below replaces the
+# accumulator that is not rescaled when the running max grows (in PyTorch and in Triton), the
+# softmax's row sum taken over one tile instead of the whole row, and in Triton a vector kernel
+# with no mask, a softmax kernel that does not subtract the row's max, and a matrix product whose
+# tl.dot has its operands swapped. Each cell below replaces the
 # answer cell with the same grade_id in the released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "chunked_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
@@ -158,74 +160,92 @@ def flash_attention_backward(query, key, value, out, lse, grad_out, *, is_causal
     return dq, dk, dv
 
 
+# %% nbgrader={"grade": false, "grade_id": "triton_scaled_add", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def scaled_add_kernel(X, Y, OUT, alpha, n, BLOCK: tl.constexpr):
+    """OUT[i] = X[i] * alpha + Y[i] for i < n, BLOCK elements per program (X, Y, OUT: n floats each)."""
+    offsets = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # this program's elements
+    x = tl.load(X + offsets)  # no mask: the last block runs past the end
+    y = tl.load(Y + offsets)
+    tl.store(OUT + offsets, x * alpha + y)
+
+
+# %% nbgrader={"grade": false, "grade_id": "triton_softmax", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def softmax_kernel(X, OUT, stride_xm, stride_xn, stride_om, stride_on, n_cols, BLOCK: tl.constexpr):
+    """OUT[i] = softmax(X[i]) for the row i = tl.program_id(0); X[i, j] is at X + i * stride_xm + j * stride_xn."""
+    row = tl.program_id(0)
+    cols = tl.arange(0, BLOCK)
+    inside = cols < n_cols
+    x = tl.load(X + row * stride_xm + cols * stride_xn, mask=inside, other=float("-inf"))
+    e = tl.exp(x)  # the row's max not subtracted
+    tl.store(OUT + row * stride_om + cols * stride_on, e / tl.sum(e, 0), mask=inside)
+
+
+# %% nbgrader={"grade": false, "grade_id": "triton_matmul", "locked": false, "schema_version": 3, "solution": true, "task": false}
+@triton.jit
+def matmul_kernel(
+    A, B, C, M, N, K,  # A (M, K), B (K, N), C (M, N)
+    stride_am, stride_ak, stride_bk, stride_bn, stride_cm, stride_cn,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """The tile of C = A @ B at row tile tl.program_id(0) and column tile tl.program_id(1)."""
+    rows = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = tl.program_id(1) * BLOCK_N + tl.arange(0, BLOCK_N)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for start in range(0, K, BLOCK_K):
+        ks = start + tl.arange(0, BLOCK_K)
+        a = tl.load(A + rows[:, None] * stride_am + ks[None, :] * stride_ak,
+                    mask=(rows[:, None] < M) & (ks[None, :] < K), other=0.0)  # (BLOCK_M, BLOCK_K)
+        b = tl.load(B + ks[:, None] * stride_bk + cols[None, :] * stride_bn,
+                    mask=(ks[:, None] < K) & (cols[None, :] < N), other=0.0)  # (BLOCK_K, BLOCK_N)
+        acc += tl.dot(b, a, input_precision="ieee")  # operands swapped
+    tl.store(C + rows[:, None] * stride_cm + cols[None, :] * stride_cn, acc,
+             mask=(rows[:, None] < M) & (cols[None, :] < N))
+
+
 # %% nbgrader={"grade": false, "grade_id": "triton_flash_forward", "locked": false, "schema_version": 3, "solution": true, "task": false}
-if triton is not None:
-    @triton.jit
-    def flash_forward_kernel(
-        Q, K, V, O, LSE,  # Q (BH, Lq, D), K (BH, Lk, D), V (BH, Lk, Dv), O (BH, Lq, Dv), LSE (BH, Lq)
-        stride_qb, stride_qm, stride_qd, stride_kb, stride_kn, stride_kd,
-        stride_vb, stride_vn, stride_vd, stride_ob, stride_om, stride_od,
-        n_q, n_k, d, d_v, scale,
-        IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-        BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
-    ):
-        start_m = tl.program_id(0) * BLOCK_M  # this program's first query
-        bh = tl.program_id(1)  # this program's (batch, head)
-        rows = start_m + tl.arange(0, BLOCK_M)
-        cols_d, cols_dv = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
-        q = tl.load(Q + bh * stride_qb + rows[:, None] * stride_qm + cols_d[None, :] * stride_qd,
-                    mask=(rows[:, None] < n_q) & (cols_d[None, :] < d), other=0.0)  # (BLOCK_M, BLOCK_D)
-        q = q * scale
-        m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
-        l = tl.zeros((BLOCK_M,), dtype=tl.float32)
-        acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
-        k_end = n_k
+@triton.jit
+def flash_forward_kernel(
+    Q, K, V, O, LSE,  # Q (BH, Lq, D), K (BH, Lk, D), V (BH, Lk, Dv), O (BH, Lq, Dv), LSE (BH, Lq)
+    stride_qb, stride_qm, stride_qd, stride_kb, stride_kn, stride_kd,
+    stride_vb, stride_vn, stride_vd, stride_ob, stride_om, stride_od,
+    n_q, n_k, d, d_v, scale,
+    IS_CAUSAL: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr,
+):
+    """O and LSE for the query tile tl.program_id(0) of the (batch, head) tl.program_id(1)."""
+    start_m = tl.program_id(0) * BLOCK_M  # this program's first query
+    bh = tl.program_id(1)  # this program's (batch, head)
+    rows = start_m + tl.arange(0, BLOCK_M)
+    cols_d, cols_dv = tl.arange(0, BLOCK_D), tl.arange(0, BLOCK_DV)
+    q = tl.load(Q + bh * stride_qb + rows[:, None] * stride_qm + cols_d[None, :] * stride_qd,
+                mask=(rows[:, None] < n_q) & (cols_d[None, :] < d), other=0.0)  # (BLOCK_M, BLOCK_D)
+    q = q * scale
+    m = tl.full((BLOCK_M,), float("-inf"), dtype=tl.float32)
+    l = tl.zeros((BLOCK_M,), dtype=tl.float32)
+    acc = tl.zeros((BLOCK_M, BLOCK_DV), dtype=tl.float32)
+    k_end = n_k
+    if IS_CAUSAL:
+        k_end = tl.minimum(n_k, start_m + BLOCK_M)  # the causal tile skip
+    for start_n in range(0, k_end, BLOCK_N):
+        keys = start_n + tl.arange(0, BLOCK_N)
+        k_t = tl.load(K + bh * stride_kb + keys[None, :] * stride_kn + cols_d[:, None] * stride_kd,
+                      mask=(keys[None, :] < n_k) & (cols_d[:, None] < d), other=0.0)  # K^T tile (BLOCK_D, BLOCK_N)
+        s = tl.dot(q, k_t, input_precision="ieee")  # (BLOCK_M, BLOCK_N), float32 products in full
+        visible = keys[None, :] < n_k
         if IS_CAUSAL:
-            k_end = tl.minimum(n_k, start_m + BLOCK_M)  # the causal tile skip
-        for start_n in range(0, k_end, BLOCK_N):
-            keys = start_n + tl.arange(0, BLOCK_N)
-            k_t = tl.load(K + bh * stride_kb + keys[None, :] * stride_kn + cols_d[:, None] * stride_kd,
-                          mask=(keys[None, :] < n_k) & (cols_d[:, None] < d), other=0.0)  # K^T tile (BLOCK_D, BLOCK_N)
-            s = tl.dot(q, k_t, input_precision="ieee")  # (BLOCK_M, BLOCK_N), float32 products in full
-            visible = keys[None, :] < n_k
-            if IS_CAUSAL:
-                visible = visible & (keys[None, :] <= rows[:, None])
-            s = tl.where(visible, s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, 1))
-            alpha = tl.exp(m - m_new)
-            p = tl.exp(s - m_new[:, None])
-            l = l * alpha + tl.sum(p, 1)
-            v = tl.load(V + bh * stride_vb + keys[:, None] * stride_vn + cols_dv[None, :] * stride_vd,
-                        mask=(keys[:, None] < n_k) & (cols_dv[None, :] < d_v), other=0.0)  # (BLOCK_N, BLOCK_DV)
-            acc = acc + tl.dot(p.to(v.dtype), v, input_precision="ieee")  # not rescaled
-            m = m_new
-        acc = acc / l[:, None]
-        tl.store(O + bh * stride_ob + rows[:, None] * stride_om + cols_dv[None, :] * stride_od,
-                 acc.to(O.dtype.element_ty), mask=(rows[:, None] < n_q) & (cols_dv[None, :] < d_v))
-        tl.store(LSE + bh * n_q + rows, m + tl.log(l), mask=rows < n_q)
-
-
-def triton_flash_forward(query, key, value, *, is_causal=False, scale=None, block_m=16, block_n=16):
-    """Launch flash_forward_kernel: (out (..., Lq, Dv), lse (..., Lq) float32), as flash_attention_forward.
-
-    Runs on the GPU when there is one (inputs are moved there and the results back), else on the
-    CPU under Triton's interpreter.
-    """
-    if triton is None:
-        raise RuntimeError("triton is not installed (it ships for Linux): pip install triton")
-    device = torch.device("cuda") if torch.cuda.is_available() else query.device
-    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
-    *batch, n_q, d = query.shape
-    n_k, d_v = key.shape[-2], value.shape[-1]
-    q = query.reshape(-1, n_q, d).to(device)  # (BH, Lq, D)
-    k = key.reshape(-1, n_k, d).to(device)  # (BH, Lk, D)
-    v = value.reshape(-1, n_k, d_v).to(device)  # (BH, Lk, Dv)
-    out = torch.empty(q.shape[0], n_q, d_v, dtype=query.dtype, device=device)
-    lse = torch.empty(q.shape[0], n_q, dtype=torch.float32, device=device)
-    grid = (triton.cdiv(n_q, block_m), q.shape[0])  # one program per (query tile, batch x head)
-    flash_forward_kernel[grid](
-        q, k, v, out, lse, *q.stride(), *k.stride(), *v.stride(), *out.stride(), n_q, n_k, d, d_v, scale,
-        IS_CAUSAL=is_causal, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_D=max(16, triton.next_power_of_2(d)), BLOCK_DV=max(16, triton.next_power_of_2(d_v)),
-    )
-    return out.reshape(*batch, n_q, d_v).to(query.device), lse.reshape(*batch, n_q).to(query.device)
+            visible = visible & (keys[None, :] <= rows[:, None])
+        s = tl.where(visible, s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, 1))
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(s - m_new[:, None])
+        l = l * alpha + tl.sum(p, 1)
+        v = tl.load(V + bh * stride_vb + keys[:, None] * stride_vn + cols_dv[None, :] * stride_vd,
+                    mask=(keys[:, None] < n_k) & (cols_dv[None, :] < d_v), other=0.0)  # (BLOCK_N, BLOCK_DV)
+        acc = acc + tl.dot(p.to(v.dtype), v, input_precision="ieee")  # not rescaled
+        m = m_new
+    acc = acc / l[:, None]
+    tl.store(O + bh * stride_ob + rows[:, None] * stride_om + cols_dv[None, :] * stride_od,
+             acc.to(O.dtype.element_ty), mask=(rows[:, None] < n_q) & (cols_dv[None, :] < d_v))
+    tl.store(LSE + bh * n_q + rows, m + tl.log(l), mask=rows < n_q)
