@@ -52,8 +52,9 @@ LESSONS: tuple[Lesson, ...] = (
         notebook="flash_attention",
         title="GPU-efficient attention",
         teaches="memory traffic and the roofline, naive attention's N^2 memory measured, chunked attention, "
-        "the online softmax, FlashAttention-2's tiled forward and backward, the causal tile skip, a Triton "
-        "kernel, which SDPA kernel PyTorch picks, benchmarks",
+        "the online softmax, FlashAttention-2's tiled forward and backward, the causal tile skip, Triton "
+        "kernels from a vector operation, a row-wise softmax and a tiled matmul to FlashAttention's forward, "
+        "which SDPA kernel PyTorch picks, benchmarks",
     ),
 )
 
