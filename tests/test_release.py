@@ -11,11 +11,12 @@ import pytest
 import torch
 
 import course_lib
-from autograde.course import VISIBLE_CASES_FILE, read_source_notebook
+from autograde.course import read_source_notebook
 from autograde.demo import fill_in, solution_answers
 from autograde.lessons import LESSONS
 from autograde.release import KIT_DIR, kit_files, release
 from autograde.validate import validate
+from course_kit.checks import VISIBLE_CASES_FILE
 
 PROJECT = Path(__file__).resolve().parents[1]
 PUBLIC_PACKAGES = {"numpy", "torch", "matplotlib", "__future__", "course_kit"}  # the kit may import itself
