@@ -25,8 +25,9 @@ def plain_softmax(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 
 
-def plain_masked_softmax(scores, mask, dim=-1):
-    scores = scores.masked_fill(~mask, float("-inf"))
+def plain_masked_softmax(scores, mask=None, dim=-1):
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
     row_max = scores.amax(dim=dim, keepdim=True)
     e = torch.exp(scores - torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max))
     total = e.sum(dim=dim, keepdim=True)
