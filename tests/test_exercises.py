@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from autograde.course import read_source_notebook
-from course_kit.checks import FUSED, CheckFailed, check_cases
+from course_kit.checks import FUSED, CheckFailed, check_cases, compare
 from autograde.exercises import EXERCISES, check_against_reference, exercises_of, hidden_cases, visible_cases
 from autograde.lessons import LESSONS
 
@@ -285,6 +285,21 @@ def test_an_honest_float32_answer_is_never_failed_by_the_tolerance(name, capsys)
 def test_typical_mistake_fails_the_visible_test(name):
     with pytest.raises(CheckFailed, match=rf"^{name}: \d+ of \d+ visible cases pass"):
         check_cases(MISTAKES[name], visible_cases(name), exercise=name)
+
+
+@pytest.mark.parametrize("name", [name for name, e in EXERCISES.items() if e.mistakes])
+def test_every_known_mistake_is_named_by_some_visible_case(name):
+    named = {m["hint"] for case in visible_cases(name) for m in case.get("mistakes", ())}
+    assert named == {m.hint for m in EXERCISES[name].mistakes}, "a mistake no visible case can tell from the rest"
+
+
+@pytest.mark.parametrize("name", [name for name, e in EXERCISES.items() if e.mistakes])
+def test_a_case_names_only_mistakes_it_tells_apart_from_the_right_answer_and_from_each_other(name):
+    for case in visible_cases(name):
+        outputs = [case["expected"], *(m["expected"] for m in case.get("mistakes", ()))]
+        for i, a in enumerate(outputs):
+            for b in outputs[i + 1:]:
+                assert compare(a, b, atol=case["atol"], rtol=case["rtol"]) is not None, case["case"]
 
 
 def test_hidden_failure_names_the_seed_to_reproduce_it():
