@@ -22,8 +22,8 @@ import torch
 from traitlets.config import Config, PyFileConfigLoader
 
 from autograde.lessons import Lesson
+from course_kit.checks import VISIBLE_CASES_FILE
 
-VISIBLE_CASES_FILE = "visible_cases.pt"
 NBGRADER_CONFIG = Path("autograde") / "nbgrader_config.py"
 
 

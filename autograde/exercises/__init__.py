@@ -82,6 +82,9 @@ def _case(exercise: Exercise, hidden: bool, description: str, args: list, kwargs
             continue
         if compare(wrong, expected, atol=atol, rtol=rtol) is not None:
             mistakes.append({"hint": mistake.hint, "expected": wrong})
+    # two mistakes with the same output here cannot be told apart by this case: name neither
+    mistakes = [m for m in mistakes if not any(other is not m and other["hint"] != m["hint"] and compare(
+        other["expected"], m["expected"], atol=atol, rtol=rtol) is None for other in mistakes)]
     if mistakes:
         case["mistakes"] = mistakes
     return {**case, **options}
