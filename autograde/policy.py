@@ -209,6 +209,7 @@ def _check_triton_kernel(node: ast.FunctionDef | ast.AsyncFunctionDef, aliases: 
     its own tensors: its work is Triton's, not Python's (under the interpreter a kernel could call
     anything). ``raise NotImplementedError()`` (the release's stub) is fine."""
     raised = {id(n.exc) for n in ast.walk(node) if isinstance(n, ast.Raise) and n.exc is not None}
+    local = _local_names(node)
     found = []
     for call in (n for statement in node.body for n in ast.walk(statement) if isinstance(n, ast.Call)):
         if id(call) in raised:
@@ -219,8 +220,27 @@ def _check_triton_kernel(node: ast.FunctionDef | ast.AsyncFunctionDef, aliases: 
             continue
         if isinstance(func, ast.Name) and (func.id in TRITON_CALLABLE_ROOTS or func.id in kernels):
             continue
-        if isinstance(func, ast.Attribute) and not path and func.attr in TRITON_TENSOR_METHODS:
-            continue  # a method of one of the kernel's own tensors: p.to(tl.float16)
+        if isinstance(func, ast.Attribute) and not path and func.attr in TRITON_TENSOR_METHODS \
+                and _root_name(func.value) in local | kernels | {"tl", "triton"}:
+            continue  # a method of one of the kernel's own tensors: p.to(tl.float16), tl.load(...).to(...)
         found.append((call.lineno, f"the Triton kernel `{node.name}` calls `{ast.unparse(func)}`: a kernel may "
                                    "call only triton.language (tl) functions and its tensors' methods"))
     return found
+
+
+def _local_names(node: ast.FunctionDef | ast.AsyncFunctionDef) -> set[str]:
+    """The names a function binds itself: its parameters and what it assigns (not the globals it reads)."""
+    arguments = node.args
+    names = {a.arg for a in [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]}
+    names |= {a.arg for a in (arguments.vararg, arguments.kwarg) if a is not None}
+    for inner in ast.walk(node):
+        if isinstance(inner, ast.Name) and isinstance(inner.ctx, ast.Store):
+            names.add(inner.id)
+    return names
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """The name an expression starts from, through attributes, subscripts and calls (``tl.load(p).to`` -> tl)."""
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None

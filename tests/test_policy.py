@@ -58,6 +58,8 @@ def test_the_sample_class_and_the_instructors_cells_pass(lesson):
     ("!ls", "IPython magics"),
     ("import triton\nimport triton.language as tl\nimport math\n@triton.jit\ndef k(x):\n    y = math.exp(x)\n",
      "the Triton kernel `k` calls `math.exp`"),
+    ("import triton\nimport triton.language as tl\nhelper = torch\n@triton.jit\ndef k(x):\n    y = helper.exp(x)\n",
+     "the Triton kernel `k` calls `helper.exp`"),
 ])
 def test_a_way_around_the_grader_is_refused_with_its_cell_and_line(code, named):
     found = violations(code)
