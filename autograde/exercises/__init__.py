@@ -25,7 +25,7 @@ import torch
 
 from autograde.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash
 from autograde.exercises.base import Exercise
-from course_kit.checks import TOLERANCES, CheckFailed, compare, failure_report, judge, run_case
+from course_kit.checks import TOLERANCES, CheckFailed, compare, error_text, failure_report, judge, run_case
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
 LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash)
@@ -78,7 +78,8 @@ def _case(exercise: Exercise, hidden: bool, description: str, args: list, kwargs
     for mistake in exercise.mistakes:  # only the mistakes this case can tell from the right answer
         try:
             wrong, _ = _output(mistake.reference, args, kwargs)
-        except Exception:  # a mistake that cannot even run on these inputs: nothing to recognise
+        except Exception as error:  # a mistake that cannot run on these inputs: recognised by its error
+            mistakes.append({"hint": mistake.hint, "error": error_text(error)})
             continue
         if compare(wrong, expected, atol=atol, rtol=rtol) is not None:
             mistakes.append({"hint": mistake.hint, "expected": wrong})
