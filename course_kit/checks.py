@@ -242,7 +242,7 @@ def judge(answer: Any, case: dict) -> str | None:
             return NOT_IMPLEMENTED
         # a hidden case's error message may quote its inputs: name the exception only
         raised = f"raised {answer.get('error_type', 'an error')}" if hidden else f"raised {answer['error']}"
-        return raised + _hints(answer, case)
+        return _with_hints(raised, answer, case)
     if answer.get("inputs_changed"):
         return "modified its input tensors in place; compute a new tensor instead (e.g. x - m, not x -= m)"
     output = answer.get("output")
@@ -251,7 +251,7 @@ def judge(answer: Any, case: dict) -> str | None:
     if _constrained(case) and (broken := constraint_problem(answer, case)) is not None:
         return broken
     problem = compare_case(output, case)
-    return None if problem is None else problem + _hints(answer, case)
+    return None if problem is None else _with_hints(problem, answer, case)
 
 
 def constraint_problem(answer: dict, case: dict) -> str | None:
@@ -274,21 +274,21 @@ def constraint_problem(answer: dict, case: dict) -> str | None:
     return None
 
 
-def _hints(answer: dict, case: dict) -> str:
-    """The hints of the known mistakes of ``case`` that ``answer`` (a wrong one) repeats, each after a full stop.
+def _with_hints(problem: str, answer: dict, case: dict) -> str:
+    """``problem`` followed by the hints of the known mistakes of ``case`` that ``answer`` (a wrong one) repeats.
 
     A mistake is recorded as the output it gives (``expected``) or, when it cannot run on the
     case's inputs, as the error it raises (``error``, e.g. a weight applied untransposed): an answer
     repeats it when its output matches, or when it raised that very error."""
-    hints = []
+    hints: list[str] = []
     for mistake in case.get("mistakes", ()):
         if "error" in mistake:
             repeated = answer.get("error") == mistake["error"]
         else:
             repeated = "error" not in answer and _matches(answer.get("output"), mistake["expected"], case)
-        if repeated:
-            hints.append(f". {mistake['hint']}")
-    return "".join(hints)
+        if repeated and mistake["hint"] not in hints:  # two ways to one wrong output: said once
+            hints.append(mistake["hint"])
+    return problem if not hints else problem.rstrip(".") + "".join(f". {hint}" for hint in hints)
 
 
 def _matches(output: Any, mistaken: Any, case: dict) -> bool:
