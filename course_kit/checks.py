@@ -46,7 +46,7 @@ VISIBLE_CASES_FILE = "visible_cases.pt"
 # (atol, rtol) by dtype of an expected output: an answer passes within atol + rtol * |expected|. The
 # expected outputs are computed in float64 and rounded (flash-attn's attention_ref rule), so float32
 # allows the rounding of a plain implementation; booleans and integers compare exactly.
-TOLERANCES = {torch.float16: (1e-3, 1e-2), torch.bfloat16: (1e-2, 2e-2), torch.float32: (1e-5, 1e-4),
+TOLERANCES = {torch.float16: (2e-3, 1e-2), torch.bfloat16: (2e-2, 2e-2), torch.float32: (2e-5, 1e-4),
               torch.float64: (1e-10, 1e-8)}
 MAX_DETAILED_FAILURES = 3
 NOT_IMPLEMENTED = "not implemented yet: replace the `raise NotImplementedError()` line with your code"

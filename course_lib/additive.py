@@ -34,8 +34,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from course_lib.masks import padding_mask
-from course_lib.softmax import _check_mask_broadcasts, masked_softmax
+from course_lib.masks import check_mask_broadcasts, padding_mask
+from course_lib.softmax import masked_softmax
 
 __all__ = [
     "AttentionOutput",
@@ -189,7 +189,7 @@ def _attend(scores: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *, mas
                          f"{tuple(key.shape)}, value {tuple(value.shape)}.")
     mask = key_mask(key, mask=mask, valid_lens=valid_lens)
     if mask is not None:
-        _check_mask_broadcasts(mask, scores, "mask")
+        check_mask_broadcasts(mask, scores, "mask")
     weights = masked_softmax(scores, mask, dim=-1)  # (..., Lq, Lk)
     return AttentionOutput(weights @ value, weights)  # (..., Lq, Lk) @ (..., Lk, Dv) -> (..., Lq, Dv)
 

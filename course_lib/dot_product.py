@@ -16,8 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from course_lib.masks import causal_mask
-from course_lib.softmax import _check_mask_broadcasts, masked_softmax
+from course_lib.masks import causal_mask, check_mask_broadcasts
+from course_lib.softmax import masked_softmax
 
 __all__ = ["attention_weights", "scaled_dot_product_attention"]
 
@@ -95,7 +95,7 @@ def attention_weights(
     elif attn_mask is not None:
         if not isinstance(attn_mask, torch.Tensor):
             raise TypeError(f"attn_mask must be a tensor or None, got {type(attn_mask).__name__}.")
-        _check_mask_broadcasts(attn_mask, scores, "attn_mask")
+        check_mask_broadcasts(attn_mask, scores, "attn_mask")
         if attn_mask.dtype == torch.bool:
             mask = attn_mask  # True = takes part
         elif attn_mask.is_floating_point():

@@ -111,3 +111,18 @@ def _length(n: int, name: str) -> int:
     if n < 0:
         raise ValueError(f"{name} must be >= 0 (a sequence length), got {n}.")
     return n
+
+def check_mask_broadcasts(mask: torch.Tensor, scores: torch.Tensor, name: str) -> None:
+    """Raise a ValueError that says how, unless ``mask`` broadcasts to ``scores`` (it may be smaller than
+    the scores, never larger or misaligned); ``name`` names it in the message."""
+    try:
+        shape = torch.broadcast_shapes(mask.shape, scores.shape)
+    except RuntimeError:
+        shape = None
+    if shape != scores.shape:
+        raise ValueError(
+            f"{name} of shape {tuple(mask.shape)} does not broadcast to the attention scores "
+            f"of shape {tuple(scores.shape)} = (..., Lq, Lk). Its dims, aligned from the right, "
+            f"must equal the scores' or be 1: e.g. (Lq, Lk), or (B, 1, 1, Lk) for a padding "
+            f"mask over (B, H, Lq, Lk) scores."
+        )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from course_lib.masks import check_mask_broadcasts
+
 __all__ = ["softmax", "masked_softmax"]
 
 
@@ -115,19 +117,5 @@ def _check_boolean_mask(mask: torch.Tensor, scores: torch.Tensor) -> None:
             f"got {got}. If you hold 0/1 values, use mask.bool(); if you hold an "
             f"additive float mask (0 / -inf), add it to the scores instead."
         )
-    _check_mask_broadcasts(mask, scores, "mask")
+    check_mask_broadcasts(mask, scores, "mask")
 
-
-def _check_mask_broadcasts(mask: torch.Tensor, scores: torch.Tensor, name: str) -> None:
-    """The mask may be smaller than the scores (broadcast), never larger or misaligned."""
-    try:
-        shape = torch.broadcast_shapes(mask.shape, scores.shape)
-    except RuntimeError:
-        shape = None
-    if shape != scores.shape:
-        raise ValueError(
-            f"{name} of shape {tuple(mask.shape)} does not broadcast to the attention scores "
-            f"of shape {tuple(scores.shape)} = (..., Lq, Lk). Its dims, aligned from the right, "
-            f"must equal the scores' or be 1: e.g. (Lq, Lk), or (B, 1, 1, Lk) for a padding "
-            f"mask over (B, H, Lq, Lk) scores."
-        )

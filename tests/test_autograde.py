@@ -94,7 +94,7 @@ def test_feedback_shows_hidden_test_failures_but_not_the_hidden_tests_code(demo)
              for row in read_csv(out / "grades.csv") if row["lesson"] == LESSON.id}
     for student, page in pages.items():
         assert "BEGIN HIDDEN TESTS" not in page and "record_answers" not in page, student
-    # partly_right's Nadaraya-Watson passes the visible cases and fails a hidden one: the message shows
+    # partly_right's Nadaraya-Watson fails the far-from-every-key case, visible and hidden: the hidden one is named
     assert "hidden: queries far from every key" in pages["partly_right"]
     assert "checked by the grader" in pages["full_marks"]
 

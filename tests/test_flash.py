@@ -22,10 +22,10 @@ from course_lib.flash import (
 )
 from course_lib.flash_cpu import flash_attention_cpu, flash_attention_cpu_backward, flash_attention_cpu_forward
 from course_lib.triton_attention import triton_flash_attention, triton_flash_forward
+from conftest import TOLERANCES
 
 # Half precision: the fused kernel and ours both round to 11 (8) mantissa bits; errors ~1e-3 (1e-2).
-TOL = {torch.float32: dict(atol=2e-5, rtol=1e-4), torch.float64: dict(atol=1e-10, rtol=1e-8),
-       torch.float16: dict(atol=2e-3, rtol=2e-3), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
+TOL = TOLERANCES  # the course's one table (course_kit.checks), by dtype
 SHAPES = [  # (batch dims, Lq, Lk, D, Dv), blocks (block_q, block_k)
     ((2, 3), 37, 37, 16, 16),
     ((1,), 10, 29, 8, 5),

@@ -83,9 +83,21 @@ def _case(exercise: Exercise, hidden: bool, description: str, args: list, kwargs
             continue
         if compare(wrong, expected, atol=atol, rtol=rtol) is not None:
             mistakes.append({"hint": mistake.hint, "expected": wrong})
+    # two mistakes with the same output (or error) here cannot be told apart by this case: name neither;
+    # one mistake written two ways (the same hint) is named once
+    mistakes = [m for i, m in enumerate(mistakes) if not any(
+        _alike(m, other, atol, rtol) and (other["hint"] != m["hint"] or j < i)
+        for j, other in enumerate(mistakes) if j != i)]
     if mistakes:
         case["mistakes"] = mistakes
     return {**case, **options}
+
+
+def _alike(a: dict, b: dict, atol: float, rtol: float) -> bool:
+    """Whether two recorded mistakes give the same output, or raise the same error, on a case."""
+    if "error" in a or "error" in b:
+        return a.get("error") == b.get("error")
+    return compare(a["expected"], b["expected"], atol=atol, rtol=rtol) is None
 
 
 def _output(reference: Callable, args: list, kwargs: dict) -> tuple[object, list[str] | None]:

@@ -17,11 +17,12 @@
 # In this lesson you build that line from the ground up, one idea at a time:
 #
 # 1. attention as a *soft* dictionary lookup;
-# 2. its ancestor from 1964, Nadaraya–Watson kernel regression (**exercise 1**);
-# 3. a softmax that does not overflow (**exercise 2**);
+# 2. a softmax that does not overflow (**exercise 1**);
+# 3. attention's ancestor from 1964, Nadaraya–Watson kernel regression (**exercise 2**);
 # 4. masks, for padding and for causality (**exercises 3, 4, 5**);
 # 5. scaled dot-product attention itself (**exercise 6**);
-# 6. why we divide by $\sqrt{d_k}$, measured rather than taken on faith;
+# 6. why we divide by $\sqrt{d_k}$, measured rather than taken on faith: what it does to the
+#    weights and to their gradient;
 # 7. how to read attention heatmaps;
 # 8. why attention, on its own, does not know the order of the words.
 #
@@ -33,9 +34,20 @@
 # functions, so run the notebook from top to bottom. From a terminal,
 # `attention-course validate dot_product_attention.ipynb` runs all visible tests at once.
 #
-# Build everything from basic tensor operations (`@`, `torch.exp`, `.sum`, `.amax`, `masked_fill`,
-# broadcasting): calling `torch.softmax` or `F.scaled_dot_product_attention` inside an exercise
-# would skip exactly what the exercise is about.
+# **What an exercise may call.** Build everything from basic tensor operations (`@`, `torch.exp`,
+# `.sum`, `.amax`, `masked_fill`, broadcasting) and from your own functions of the earlier
+# exercises. PyTorch's own softmax (`torch.softmax`, `F.softmax`, `x.softmax`, `log_softmax`) would
+# skip exactly what an exercise that computes a softmax is about, so exercises 1, 2, 3 and 6 may
+# not call it; `F.scaled_dot_product_attention` and `nn.MultiheadAttention` no exercise may call.
+# The grader checks: an answer that calls one of them scores 0 for its exercise, with a message
+# naming the call. Each exercise repeats what it may not call.
+#
+# **What the grader accepts.** Hand in plain Python on torch, numpy and math: imports from those,
+# matplotlib and a few plain standard-library modules (`functools`, `itertools`, `collections`, ...)
+# only; no file access (`open`, `torch.load`, `torch.save`); no private or special attributes
+# (`torch._...`, `x._...`, `__dict__`); no `eval`, `exec` or `getattr`; no parts of torch that run
+# code elsewhere (`torch.jit`, `torch.utils`, `torch.ops`, ...). A notebook that breaks one of these
+# rules is not run and scores 0; `attention-course validate` checks them too, cell by cell.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -70,9 +82,11 @@ torch.set_printoptions(precision=4, sci_mode=False)
 # lookup; when all scores are equal, we get the plain mean of the values. In between, everything
 # is a smooth function of the query and the keys, so gradient descent can *learn* what to look up.
 # Bahdanau, Cho and Bengio (2015) used this to let a translation model look back at the source
-# sentence while writing each target word (Lesson 2); Vaswani et al. (2017) made the similarity a
-# dot product, $a(\mathbf q, \mathbf k) = \mathbf q \cdot \mathbf k / \sqrt{d_k}$, and built the
-# Transformer on it.
+# sentence while writing each target word, with a similarity computed by a small neural network
+# (Lesson 2). Luong, Pham and Manning (2015) made it a plain dot product,
+# $a(\mathbf q, \mathbf k) = \mathbf q \cdot \mathbf k$; Vaswani et al. (2017) divided it by
+# $\sqrt{d_k}$, the width of the vectors (section 6 measures why), and built the Transformer on
+# $a(\mathbf q, \mathbf k) = \mathbf q \cdot \mathbf k / \sqrt{d_k}$.
 #
 # Here is a lookup in a table of three entries, with a query that matches no key exactly. Scaling
 # the query up makes the scores more different, and the soft answer slides from the mean of the
@@ -91,7 +105,93 @@ for sharpness in [0.0, 1.0, 5.0, 20.0]:
     print(f"query x {sharpness:4g}: weights {alpha.numpy().round(3)} -> soft lookup {(alpha @ values).item():6.3f}")
 
 # %% [markdown]
-# ## 2. Attention before deep learning: Nadaraya–Watson regression
+# ## 2. A softmax that does not overflow
+#
+# The lookup above turned scores into weights with $\exp$ and a division: the softmax,
+#
+# $$\operatorname{softmax}(\mathbf x)_i = \frac{e^{x_i}}{\sum_j e^{x_j}} .$$
+#
+# Written that way it breaks on inputs that are not rare at all. A float32 holds numbers up to
+# about $3.4 \times 10^{38}$, and $e^{89}$ is already more; it holds nothing positive below about
+# $10^{-45}$, and $e^{-104}$ is already less. Scores of that size come up in this very lesson: the
+# kernel regression of section 3 scores a training point 3 away from the query at
+# $-3^2 / (2 \cdot 0.05^2) = -1800$ with its narrowest kernel, and section 6 measures dot products
+# that spread further the wider the vectors. In float16, which GPUs often train in, $e^x$
+# overflows already past $x \approx 11$ (the largest float16 is 65504). Here are three logits near
+# 1000, and their negatives:
+
+# %%
+logits = torch.tensor([1000.0, 999.0, 998.0])
+print("float16 exp(12)             ", torch.exp(torch.tensor(12.0, dtype=torch.float16)))
+print("exp(logits)                 ", torch.exp(logits))
+print("naive softmax(logits)       ", torch.exp(logits) / torch.exp(logits).sum())
+print("naive softmax(-logits)      ", torch.exp(-logits) / torch.exp(-logits).sum())
+print("naive softmax(logits - 1000)", torch.exp(logits - 1000) / torch.exp(logits - 1000).sum())
+
+# %% [markdown]
+# $e^{1000}$ is `inf` and $\infty / \infty$ is NaN; at the other end $e^{-1000}$ underflows to 0
+# and $0 / 0$ is NaN too. Yet the last line, after subtracting 1000, is perfectly fine, and it is
+# the right answer. Subtracting a constant $c$ from every logit never changes a softmax, because
+# $e^{-c}$ factors out of the numerator and the denominator alike:
+#
+# $$\frac{e^{x_i - c}}{\sum_j e^{x_j - c}} = \frac{e^{-c}\, e^{x_i}}{e^{-c} \sum_j e^{x_j}}
+# = \frac{e^{x_i}}{\sum_j e^{x_j}} .$$
+#
+# Choose $c = \max_j x_j$. Then every exponent is $\le 0$, so no term exceeds 1 and nothing
+# overflows; and the largest term is exactly $e^0 = 1$, so the denominator is at least 1 and
+# never 0. Terms that still underflow to 0 were smaller than $10^{-38}$ of the largest one:
+# they would not have counted anyway. This is how every serious softmax is written, `torch.softmax`
+# included (Goodfellow, Bengio and Courville, *Deep Learning*, 2016, section 4.1).
+#
+# ### Exercise 1: a numerically stable softmax (2 points)
+#
+# Implement `softmax(x, dim)` along any dimension of a tensor of any shape. `keepdim=True` in
+# `.amax` and `.sum` keeps the reduced dimension, so the results broadcast back against `x`.
+# Subtract each row's own maximum (along `dim`), not one maximum for the whole tensor: a row far
+# below the others would underflow to $0/0$. Return a new tensor (do not modify `x` in place) of
+# the same shape and dtype.
+#
+# *Not allowed here:* `torch.softmax` (nor `F.softmax`, `x.softmax`, `log_softmax`), since the
+# exercise is to write it; `F.scaled_dot_product_attention` and `nn.MultiheadAttention`.
+
+# %% nbgrader={"grade": false, "grade_id": "softmax", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def softmax(x, dim=-1):
+    """Softmax of x along dim, computed without overflow: exp(x - max) / sum(exp(x - max)).
+
+    Args:
+        x: float tensor of any shape.
+        dim: the dimension along which the result sums to 1.
+
+    Returns:
+        Tensor of the same shape and dtype as x, entries in [0, 1], summing to 1 along dim.
+        It must stay finite for logits of any size (1e4, 1e30), positive or negative.
+    """
+    ### BEGIN SOLUTION
+    # Subtracting the max does not change the result (e^-c cancels) and keeps every exp <= 1.
+    shifted = x - x.amax(dim=dim, keepdim=True)
+    exp_x = torch.exp(shifted)
+    return exp_x / exp_x.sum(dim=dim, keepdim=True)
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "softmax_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
+### BEGIN HIDDEN TESTS
+from course_kit.answers import record_answers
+record_answers("softmax", softmax)
+### END HIDDEN TESTS
+check_exercise("softmax", softmax)
+
+# %% [markdown]
+# The logits that broke the naive formula are no trouble now, and your softmax agrees with
+# PyTorch's:
+
+# %%
+print("softmax(logits) ", softmax(logits))
+print("softmax(-logits)", softmax(-logits))
+print("same as torch.softmax:", torch.allclose(softmax(logits), torch.softmax(logits, dim=-1)))
+
+# %% [markdown]
+# ## 3. Attention before deep learning: Nadaraya–Watson regression
 #
 # Attention is older than neural networks. In 1964, Nadaraya and Watson independently proposed a
 # way to predict $y$ at a new point $q$ from training pairs $(x_i, y_i)$ with no model at all:
@@ -112,15 +212,21 @@ for sharpness in [0.0, 1.0, 5.0, 20.0]:
 # will be to make it learnable (E. A. Nadaraya, *Theory Probab. Appl.* 9, 1964; G. S. Watson,
 # *Sankhyā A* 26, 1964; the same view opens d2l.ai, section 11.2).
 #
-# ### Exercise 1: Nadaraya–Watson regression (1 point)
+# ### Exercise 2: Nadaraya–Watson regression (1 point)
 #
 # Write `nadaraya_watson` for scalar inputs: `queries` of shape `(Lq,)`, `keys` and `values` of
 # shape `(Lk,)`, one prediction per query. Broadcasting builds every query-key difference at once:
-# `queries[:, None] - keys[None, :]` has shape `(Lq, Lk)`.
+# `queries[:, None] - keys[None, :]` has shape `(Lq, Lk)`, one row of scores per query, and the
+# weights of a query sum to 1 over its row (the keys).
 #
-# One trap: far from every training point, with a narrow kernel, *every* $K(q - x_i)$ underflows
-# to 0 and the ratio is $0/0$ = NaN. Subtract each row's largest score (the nearest key's) before
-# `torch.exp`; the ratio does not change. Section 3 shows why.
+# The trap of section 2 is waiting here too. Far from every training point, or with a narrow
+# kernel, *every* $K(q - x_i)$ of a row underflows to 0 and the ratio is $0/0$ = NaN: the visible
+# test asks for predictions at $q = 100$ and $q = -50$, with the training inputs in $[0, 5)$.
+# Subtract each row's largest score (the nearest key's) before `torch.exp`, as your `softmax` does;
+# calling your `softmax` from exercise 1 is fine.
+#
+# *Not allowed here:* `torch.softmax` (nor `F.softmax`, `x.softmax`, `log_softmax`);
+# `F.scaled_dot_product_attention` and `nn.MultiheadAttention`.
 
 # %% nbgrader={"grade": false, "grade_id": "nadaraya_watson", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def nadaraya_watson(queries, keys, values, bandwidth=1.0):
@@ -198,90 +304,17 @@ plot_attention(alpha, xlabel="training point $j$ (keys, sorted by $x$)", ylabel=
 # chases the noise; too large and every prediction averages nearly all the data into a flat line.
 
 # %%
-bandwidths = [0.05, 0.3, 2.0]
-fig, axes = plt.subplots(1, len(bandwidths), figsize=(10, 3), sharey=True, layout="constrained")
-for ax, h in zip(axes, bandwidths):
-    ax.plot(data.x_test, data.y_test, "k--", lw=1)
-    ax.plot(data.x_train, data.y_train, "o", color="tab:orange", alpha=0.5, ms=3)
-    ax.plot(data.x_test, nadaraya_watson(data.x_test, data.x_train, data.y_train, bandwidth=h), color="tab:blue")
-    ax.set(title=f"$h = {h}$", xlabel="$x$")
-axes[0].set_ylabel("$y$")
+bandwidths = [(0.05, "too narrow: chases the noise"), (0.3, "about right"), (2.0, "too wide: nearly flat")]
+fig, axes = plt.subplots(1, len(bandwidths), figsize=(11, 3.4), sharey=True, layout="constrained")
+for ax, (h, verdict) in zip(axes, bandwidths):
+    ax.plot(data.x_test, data.y_test, "k--", lw=1, label="truth")
+    ax.plot(data.x_train, data.y_train, "o", color="tab:orange", alpha=0.5, ms=3, label="training data")
+    ax.plot(data.x_test, nadaraya_watson(data.x_test, data.x_train, data.y_train, bandwidth=h), color="tab:blue",
+            label="prediction")
+    ax.set(title=f"$h = {h}$: {verdict}", xlabel="$x$", ylabel="$y$")
+axes[-1].legend(loc="upper right")  # the empty corner of the wide kernel's panel
+fig.suptitle("Nadaraya–Watson predictions for three bandwidths $h$")
 plt.show()
-
-# %% [markdown]
-# ## 3. A softmax that does not overflow
-#
-# Both examples so far turned scores into weights with $\exp$ and a division: the softmax,
-#
-# $$\operatorname{softmax}(\mathbf x)_i = \frac{e^{x_i}}{\sum_j e^{x_j}} .$$
-#
-# Written that way it breaks on perfectly ordinary inputs. A float32 holds numbers up to about
-# $3.4 \times 10^{38}$, and $e^{89}$ is already more. Trained networks produce logits in the
-# hundreds or thousands:
-
-# %%
-logits = torch.tensor([1000.0, 999.0, 998.0])
-print("exp(logits)                 ", torch.exp(logits))
-print("naive softmax(logits)       ", torch.exp(logits) / torch.exp(logits).sum())
-print("naive softmax(-logits)      ", torch.exp(-logits) / torch.exp(-logits).sum())
-print("naive softmax(logits - 1000)", torch.exp(logits - 1000) / torch.exp(logits - 1000).sum())
-
-# %% [markdown]
-# $e^{1000}$ is `inf` and $\infty / \infty$ is NaN; at the other end $e^{-1000}$ underflows to 0
-# and $0 / 0$ is NaN too. Yet the last line, after subtracting 1000, is perfectly fine, and it is
-# the right answer. Subtracting a constant $c$ from every logit never changes a softmax, because
-# $e^{-c}$ factors out of the numerator and the denominator alike:
-#
-# $$\frac{e^{x_i - c}}{\sum_j e^{x_j - c}} = \frac{e^{-c}\, e^{x_i}}{e^{-c} \sum_j e^{x_j}}
-# = \frac{e^{x_i}}{\sum_j e^{x_j}} .$$
-#
-# Choose $c = \max_j x_j$. Then every exponent is $\le 0$, so no term exceeds 1 and nothing
-# overflows; and the largest term is exactly $e^0 = 1$, so the denominator is at least 1 and
-# never 0. Terms that still underflow to 0 were smaller than $10^{-38}$ of the largest one:
-# they would not have counted anyway. This is how every serious softmax is written, `torch.softmax`
-# included (Goodfellow, Bengio and Courville, *Deep Learning*, 2016, section 4.1).
-#
-# ### Exercise 2: a numerically stable softmax (2 points)
-#
-# Implement `softmax(x, dim)` along any dimension of a tensor of any shape. `keepdim=True` in
-# `.amax` and `.sum` keeps the reduced dimension, so the results broadcast back against `x`.
-# Return a new tensor (do not modify `x` in place) of the same shape and dtype.
-
-# %% nbgrader={"grade": false, "grade_id": "softmax", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def softmax(x, dim=-1):
-    """Softmax of x along dim, computed without overflow: exp(x - max) / sum(exp(x - max)).
-
-    Args:
-        x: float tensor of any shape.
-        dim: the dimension along which the result sums to 1.
-
-    Returns:
-        Tensor of the same shape and dtype as x, entries in [0, 1], summing to 1 along dim.
-        It must stay finite for logits of any size (1e4, 1e30), positive or negative.
-    """
-    ### BEGIN SOLUTION
-    # Subtracting the max does not change the result (e^-c cancels) and keeps every exp <= 1.
-    shifted = x - x.amax(dim=dim, keepdim=True)
-    exp_x = torch.exp(shifted)
-    return exp_x / exp_x.sum(dim=dim, keepdim=True)
-    ### END SOLUTION
-
-
-# %% nbgrader={"grade": true, "grade_id": "softmax_tests", "locked": true, "points": 2, "schema_version": 3, "solution": false, "task": false}
-### BEGIN HIDDEN TESTS
-from course_kit.answers import record_answers
-record_answers("softmax", softmax)
-### END HIDDEN TESTS
-check_exercise("softmax", softmax)
-
-# %% [markdown]
-# The logits that broke the naive formula are no trouble now, and your softmax agrees with
-# PyTorch's:
-
-# %%
-print("softmax(logits) ", softmax(logits))
-print("softmax(-logits)", softmax(-logits))
-print("same as torch.softmax:", torch.allclose(softmax(logits), torch.softmax(logits, dim=-1)))
 
 # %% [markdown]
 # ## 4. Masks: who may look at whom
@@ -316,7 +349,12 @@ print("same as torch.softmax:", torch.allclose(softmax(logits), torch.softmax(lo
 # broadcast against them, e.g. one `(Lq, Lk)` mask for scores of shape `(B, Lq, Lk)`.
 # `scores.masked_fill(where, value)` returns a copy with `value` at the positions where
 # `where` is True (mind the polarity: `~mask` is True at the masked positions). A score that is
-# already `-inf` counts as masked too, so a row of `-inf` also gives zeros.
+# already `-inf` counts as masked too, so a row of `-inf` also gives zeros. With `mask=None`
+# nothing is masked, and it is a plain (stable) softmax.
+#
+# *Not allowed here:* `torch.softmax` (nor `F.softmax`, `x.softmax`, `log_softmax`); your
+# `softmax` from exercise 1 is fine. Nor `F.scaled_dot_product_attention` or
+# `nn.MultiheadAttention`.
 
 # %% nbgrader={"grade": false, "grade_id": "masked_softmax", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def masked_softmax(scores, mask=None, dim=-1):
@@ -362,6 +400,9 @@ check_exercise("masked_softmax", masked_softmax)
 # $j \le i$; `n_k` defaults to `n_q`. When $n_q \ne n_k$ the mask is aligned at the top left, as
 # `is_causal=True` in PyTorch: query 0 sees key 0 only, whatever the sizes. Comparing
 # `torch.arange(n_k)[None, :]` with `torch.arange(n_q)[:, None]` builds it in one line.
+#
+# *Not allowed here:* `F.scaled_dot_product_attention` and `nn.MultiheadAttention` (no exercise of
+# this lesson may call them).
 
 # %% nbgrader={"grade": false, "grade_id": "causal_mask", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def causal_mask(n_q, n_k=None):
@@ -398,6 +439,8 @@ check_exercise("causal_mask", causal_mask)
 # `lengths` of shape `(B,)`, and returns a `(B, max_len)` mask, True at the real positions
 # $j < \text{lengths}[b]$ and False at the padding. To use it on scores of shape
 # `(B, Lq, Lk)`, index it as `mask[:, None, :]` so that it broadcasts over the queries.
+#
+# *Not allowed here:* `F.scaled_dot_product_attention` and `nn.MultiheadAttention`.
 
 # %% nbgrader={"grade": false, "grade_id": "padding_mask", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def padding_mask(lengths, max_len):
@@ -486,6 +529,10 @@ plot_attention(torch.stack([causal.float(), padding.float(), both.float(), weigh
 # * a query whose every key is masked (by `False` or by $-\infty$) gets an output row of zeros.
 #
 # Your `masked_softmax` and `causal_mask` do most of the work.
+#
+# *Not allowed here:* `F.scaled_dot_product_attention`, which is what you are writing,
+# `nn.MultiheadAttention`, and `torch.softmax` (nor `F.softmax`, `x.softmax`, `log_softmax`): the
+# weights come from your `masked_softmax`.
 
 # %% nbgrader={"grade": false, "grade_id": "scaled_dot_product_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
@@ -546,16 +593,18 @@ for is_causal in [False, True]:
 # %% [markdown]
 # ## 6. Why divide by $\sqrt{d_k}$?
 #
-# Vaswani et al. explain it in a footnote: if the components of $\mathbf q$ and $\mathbf k$ are
-# independent with mean 0 and variance 1, then $\mathbf q \cdot \mathbf k = \sum_{i=1}^{d} q_i k_i$
-# is a sum of $d$ terms of mean 0 and variance 1, so it has variance $d$. The scores spread
-# further the wider the vectors, and the softmax of widely spread scores is nearly one-hot: one
-# key takes all the weight. Its gradient, $\partial p_i / \partial s_j = p_i(\delta_{ij} - p_j)$,
-# then vanishes, and the model stops learning where to look. Dividing by $\sqrt{d}$ brings the
-# variance back to 1, whatever $d$ is.
+# Vaswani et al. (2017, section 3.2.1 and its footnote 4) explain it: if the components of
+# $\mathbf q$ and $\mathbf k$ are independent with mean 0 and variance 1, then
+# $\mathbf q \cdot \mathbf k = \sum_{i=1}^{d} q_i k_i$ is a sum of $d$ terms of mean 0 and
+# variance 1, so it has variance $d$. The scores spread further the wider the vectors, and the
+# softmax of widely spread scores is nearly one-hot: one key takes all the weight. That, they
+# wrote, pushes the softmax "into regions where it has extremely small gradients": its Jacobian,
+# $\partial p_i / \partial s_j = p_i(\delta_{ij} - p_j)$, is 0 in every entry when $\mathbf p$ is
+# exactly one-hot, so the scores, and the queries and keys that made them, would stop learning
+# where to look. Dividing by $\sqrt{d}$ brings the variance back to 1, whatever $d$ is.
 #
-# Claims like this are worth checking. Sample many random unit-variance pairs for each width
-# $d$ and measure:
+# Claims like this are worth checking, all three of them: the variance, the saturation and the
+# gradient. First the variance. Sample many random unit-variance pairs for each width $d$:
 
 # %%
 dims = [4, 16, 64, 256, 1024]
@@ -570,19 +619,30 @@ for d in dims:
 
 # %% [markdown]
 # The variance of the raw dot product grows like $d$; the scaled one stays at 1. Now the
-# consequence: give a query 16 random keys, take the softmax of its scores, and look at the
-# largest weight, averaged over 500 queries.
+# consequences. Give a query 16 random keys, take the softmax of its scores, and measure, over
+# 500 queries, the largest weight (averaged) and the gradient that reaches the scores. For the
+# gradient, a loss whose gradient for the weights is a fixed random vector $\mathbf g$ stands in
+# for a real one: backpropagation hands the scores $J^\top \mathbf g$, with $J$ the softmax's
+# Jacobian, and the norm of that vector says how much the scores can learn. Autograd computes it
+# through your `softmax`; we report the median over the queries, the typical query.
 
 # %%
 n_queries, n_keys = 500, 16
-top_raw, top_scaled = [], []
+upstream = torch.randn(n_queries, n_keys)  # g = dLoss/dweights, one row per query
+top_raw, top_scaled, grad_raw, grad_scaled = [], [], [], []
+print("    d | largest weight, raw / scaled | median gradient norm, raw / scaled")
 for d in dims:
     q, k = torch.randn(n_queries, 1, d), torch.randn(n_queries, n_keys, d)
     dots = (q * k).sum(dim=-1)  # (n_queries, n_keys) scores
-    top_raw.append(softmax(dots).amax(dim=-1).mean().item())
-    top_scaled.append(softmax(dots / math.sqrt(d)).amax(dim=-1).mean().item())
+    for scale, top, grad in [(1.0, top_raw, grad_raw), (1 / math.sqrt(d), top_scaled, grad_scaled)]:
+        scores = (dots * scale).requires_grad_()  # autograd keeps the gradient of these scores
+        weights = softmax(scores)
+        (weights * upstream).sum().backward()  # the loss sum(weights * g), whose gradient is g
+        top.append(weights.amax(dim=-1).mean().item())
+        grad.append(scores.grad.norm(dim=-1).median().item())  # one norm per query: the typical one
+    print(f"{d:5} | {top_raw[-1]:20.3f} / {top_scaled[-1]:.3f} | {grad_raw[-1]:26.1e} / {grad_scaled[-1]:.2f}")
 
-fig, (ax_var, ax_top) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+fig, (ax_var, ax_top, ax_grad) = plt.subplots(1, 3, figsize=(13, 3.6), layout="constrained")
 ax_var.loglog(dims, var_raw, "o-", label=r"$\mathrm{var}(\mathbf{q}\cdot\mathbf{k})$")
 ax_var.loglog(dims, var_scaled, "s-", label=r"$\mathrm{var}(\mathbf{q}\cdot\mathbf{k}/\sqrt{d})$")
 ax_var.loglog(dims, dims, "k:", lw=1, label="$d$")
@@ -594,13 +654,21 @@ ax_top.axhline(1 / n_keys, color="k", ls=":", lw=1, label=f"uniform, 1/{n_keys}"
 ax_top.set(xlabel="width $d$", ylabel="largest weight (mean)", ylim=(0, 1.05),
            title=f"Softmax over {n_keys} keys saturates")
 ax_top.legend()
+ax_grad.loglog(dims, grad_raw, "o-", label="without scaling")
+ax_grad.loglog(dims, grad_scaled, "s-", label=r"divided by $\sqrt{d}$")
+ax_grad.set(xlabel="width $d$", ylabel=r"median $\|\partial L / \partial \mathbf{s}\|$",
+            title="...and its gradient vanishes")
+ax_grad.legend()
 plt.show()
 
 # %% [markdown]
 # Without scaling, at $d = 1024$ a single key takes nearly all the weight: the softmax has
-# saturated into a hard lookup. With $1/\sqrt{d}$ the weights stay just as spread at every
-# width, so the softmax remains soft, and trainable. Real models use $d_k$ = 64 or 128 per head,
-# well inside the region where it matters.
+# saturated into a hard lookup. And the gradient does vanish with it: the typical query's scores
+# get a gradient tens of thousands of times smaller at $d = 1024$ than at $d = 4$, so gradient
+# descent barely moves them. With $1/\sqrt{d}$, the largest weight and the gradient stay where
+# they were at $d = 4$, at every width: the softmax remains soft, and trainable. The Transformer
+# of Vaswani et al. uses $d_k = 64$ per head, where, unscaled, the typical gradient is already
+# several times smaller than at $d = 4$.
 #
 # ## 7. Reading attention heatmaps
 #
@@ -613,7 +681,7 @@ plt.show()
 # to itself, so most of the weight sits on the diagonal. And since the two *the*'s share one
 # vector, each looks at both equally.
 #
-# To get the weights out of a function that returns outputs, we use the trick from section 2
+# To get the weights out of a function that returns outputs, we use the trick from section 3
 # once more: with the identity matrix as values, the output *is* the weight matrix. On the right,
 # the same attention with a causal mask: each word sees only itself and what came before it.
 
@@ -683,16 +751,18 @@ print("'cat' gets the same output in both sentences:",
 # ## Recap
 #
 # * Attention is a soft dictionary lookup: a weighted average of values, weighted by a softmax of
-#   query-key similarities. Nadaraya–Watson regression (1964) is attention with a fixed Gaussian
-#   similarity.
-# * A softmax must subtract the max before exponentiating; the result is unchanged and never
-#   overflows.
+#   query-key similarities.
+# * A softmax must subtract each row's max before exponentiating; the result is unchanged and
+#   never overflows, nor turns into 0/0.
+# * Nadaraya–Watson regression (1964) is attention with a fixed Gaussian similarity; its bandwidth
+#   says how near is near.
 # * Masks say which keys take part. Here and in `F.scaled_dot_product_attention`, `True` means
 #   *takes part*; `nn.MultiheadAttention`'s `key_padding_mask` means the opposite. Fully masked
 #   rows give zeros, not NaN.
 # * $\operatorname{Attention}(Q, K, V) = \operatorname{softmax}(QK^\top / \sqrt{d_k})\,V$ maps
 #   `(..., Lq, d_k)`, `(..., Lk, d_k)`, `(..., Lk, d_v)` to `(..., Lq, d_v)`.
-# * Without the $1/\sqrt{d_k}$, scores have variance $d_k$ and the softmax saturates.
+# * Without the $1/\sqrt{d_k}$, scores have variance $d_k$, the softmax saturates, and the
+#   gradient that reaches the scores vanishes.
 # * Attention is permutation equivariant: the order of the tokens has to be added to them.
 #
 # Next, Lesson 2: additive attention, and a sequence-to-sequence model that learns to align.

@@ -481,8 +481,6 @@ check_exercise("decoder_step", decoder_step)
 # characters. `train_seq2seq(model, pairs, steps, batch_size, lr, seed)` runs Adam on random
 # batches with a progress bar and returns the loss of every step. When translating,
 # `model.translate(sources)` feeds back its own most likely character instead (greedy decoding).
-# The model runs your decoder step, and the grader runs it under the step's rule: no
-# `F.scaled_dot_product_attention`, no `nn.MultiheadAttention`.
 #
 # ### Exercise 5: train a model that translates dates (2 points)
 #
@@ -491,6 +489,9 @@ check_exercise("decoder_step", decoder_step)
 # losses in a list called `losses`. The test translates the 1,000 test dates with your model and needs at least 90%
 # exactly right; graded, it also translates 500 dates drawn afresh. The cell should finish in
 # well under a minute: 250 steps of 64 examples at a learning rate of 5e-3 are enough.
+#
+# The model runs your decoder step, and the grader runs it under the step's rule: no
+# `F.scaled_dot_product_attention`, no `nn.MultiheadAttention`.
 
 # %% nbgrader={"grade": false, "grade_id": "train_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
 model = None  # replace None by your trained Seq2Seq

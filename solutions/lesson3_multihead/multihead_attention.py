@@ -743,7 +743,7 @@ for source_seq, target_seq in zip(inputs, targets):
 #   x \leftarrow x + \operatorname{FFN}(\operatorname{LN}(x)).$$
 #
 # It is built from your own `multihead_attention` and `sinusoidal_encoding`, so if they are right,
-# it can learn. As in exercise 3, the grader refuses `nn.MultiheadAttention` inside it.
+# it can learn.
 
 # %%
 class Block(nn.Module):
@@ -810,6 +810,9 @@ class TinyTransformer(nn.Module):
 # right. Seed torch's generator with `seed` before building the model, so the run is reproducible. A
 # model of width 32 with 4 heads and 2 layers learns the task in 400 steps with a
 # learning rate of 0.01, in seconds; try `use_positions=False` too, and see the loss get stuck.
+#
+# The model runs your `multihead_attention`: as in exercise 3, the grader refuses
+# `nn.MultiheadAttention` inside it.
 
 # %% nbgrader={"grade": false, "grade_id": "train_reversal_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def train_reversal_model(task, seed=0):

@@ -8,10 +8,12 @@
 
 # %% [markdown]
 # A sample student of Lesson 1 who got half way. The softmax and the causal mask are right.
-# Nadaraya-Watson passes every visible case but skips the max shift, so the hidden case with
-# queries far from every key (every kernel underflows to 0) gives NaN. The masked softmax returns
-# NaN on a row whose every key is masked. padding_mask and scaled_dot_product_attention were never
-# started. Each cell below replaces the answer cell with the same grade_id in the released notebook.
+# Nadaraya-Watson skips the max shift, so the queries far from every key (every kernel underflows
+# to 0) give NaN, in the visible case and the hidden one alike, and the message names the shift.
+# The masked softmax returns NaN on a row whose every key is masked. scaled_dot_product_attention
+# is right but calls torch.softmax, which the exercise does not allow: 0 points, the call named.
+# padding_mask was never started. Each cell below replaces the answer cell with the same grade_id
+# in the released notebook.
 
 # %% nbgrader={"grade": false, "grade_id": "nadaraya_watson", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def nadaraya_watson(queries, keys, values, bandwidth=1.0):
@@ -39,3 +41,16 @@ def masked_softmax(scores, mask=None, dim=-1):
 def causal_mask(n_q, n_k=None):
     n_k = n_q if n_k is None else n_k
     return torch.ones(n_q, n_k, dtype=torch.bool).tril()
+
+
+# %% nbgrader={"grade": false, "grade_id": "scaled_dot_product_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def scaled_dot_product_attention(query, key, value, attn_mask=None, is_causal=False, scale=None):
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = query @ key.transpose(-2, -1) * scale
+    if is_causal:
+        attn_mask = causal_mask(query.shape[-2], key.shape[-2])
+    if attn_mask is not None and attn_mask.dtype == torch.bool:
+        scores = scores.masked_fill(~attn_mask, float("-inf"))
+    elif attn_mask is not None:
+        scores = scores + attn_mask
+    return torch.softmax(scores, dim=-1) @ value  # torch's softmax: not allowed in this exercise
