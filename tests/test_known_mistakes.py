@@ -6,9 +6,9 @@ import functools
 import importlib
 import pkgutil
 
+import mistakes
 import pytest
 
-import mistakes
 from autograde.exercises import EXERCISES, get_exercise, visible_exercise
 from course_kit.checks import CheckFailed, check_cases
 
@@ -28,7 +28,8 @@ def _failure(mistake) -> str:
     return str(failure.value)
 
 
-@pytest.mark.parametrize("mistake", CATALOGUE, ids=lambda m: f"{get_exercise(m.exercise).lesson}: {m.exercise}: {m.name}")
+@pytest.mark.parametrize("mistake", CATALOGUE,
+                         ids=lambda m: f"{get_exercise(m.exercise).lesson}: {m.exercise}: {m.name}")
 def test_a_known_mistake_fails_a_visible_case_and_is_named(mistake):
     message = _failure(mistake)
     assert mistake.says in message, message

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import course_lib
-from course_kit.data.dates import make_date_splits
 from autograde.exercises.base import Exercise, Mistake, noncontiguous, randn, size
+from course_kit.data.dates import make_date_splits
 from course_kit.seq2seq import decoder_parameters, gru_cell
 
 LESSON = "lesson2_additive"
@@ -231,11 +231,15 @@ def _is_real(positions, lengths):
     return positions < lengths
 
 
+def _every_key(positions, lengths):
+    return torch.ones_like(positions < lengths)  # (B, Lk), all True: valid_lens ignored
+
+
 OFF_BY_ONE = "Off by one? Key j is real when j < valid_lens[b]: positions count from 0"
 FLIPPED = "Mask polarity flipped? The real keys are j < valid_lens[b]; mask the others, the padding"
 ADDITIVE_ATTENTION_MISTAKES = (
     Mistake("Are the padded keys masked? Keys j >= valid_lens[b] must get weight exactly 0: set their scores to "
-            "-inf before the softmax", _masked_attention(lambda positions, lengths: torch.ones_like(positions < lengths))),
+            "-inf before the softmax", _masked_attention(_every_key)),
     Mistake("Padded scores set to 0? A score of 0 still gets the weight exp(0): set them to float('-inf')",
             _masked_attention(_is_real, fill=0.0)),
     Mistake(FLIPPED, _masked_attention(lambda positions, lengths: positions >= lengths)),

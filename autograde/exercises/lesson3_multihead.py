@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 import course_lib
-from course_kit.data.reversal import ReversalTask
 from autograde.exercises.base import Exercise, Mistake, noncontiguous, randn, size
+from course_kit.data.reversal import ReversalTask
 
 LESSON = "lesson3_multihead"
 # A trained model passes when at least this fraction of sequences is reversed without a mistake.
@@ -200,7 +200,8 @@ def _rope_hidden(g):
         (f"random (B={b}, H={h}, L={l}, D={d})", [randn(g, b, h, l, d)], {}),
         ("non-contiguous input", [noncontiguous(randn(g, b, l, d))], {}),
         ("float64, 200 positions, d=32", [randn(g, 200, 32, dtype=torch.float64)], {}),
-        (f"positions {start} .. {start + l - 1}", [randn(g, b, h, l, d)], {"positions": torch.arange(start, start + l)}),
+        (f"positions {start} .. {start + l - 1}", [randn(g, b, h, l, d)],
+         {"positions": torch.arange(start, start + l)}),
     ]
 
 

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from course_kit.seq2seq import gru_cell
 from mistakes import KnownMistake
 
-
 # --- additive_scores: v^T tanh(W_q q + W_k k), weights stored (out, in) -----------------------------
 
 def scores_without_tanh(query, key, W_q, W_k, v):
