@@ -282,11 +282,12 @@ MERGE_HEADS_MISTAKES = (
 
 
 def _heads_attention(q, k, v, mask=None, scale=None):
-    """softmax(q k^T * scale, masked where ``mask`` is False) v, over (..., H, L, D) heads, as a student writes it."""
+    """softmax(q k^T * scale, masked where ``mask`` is False) v, over (..., H, L, D) heads, as a student writes it
+    (course_lib.softmax: torch.softmax's, NaN for a row with every key masked, and the same bytes on every CPU)."""
     scores = q @ k.transpose(-2, -1) * (1 / math.sqrt(q.shape[-1]) if scale is None else scale)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
-    return torch.softmax(scores, dim=-1) @ v
+    return course_lib.softmax(scores, dim=-1) @ v
 
 
 def _multihead(scale_by_E=False, flip_key_mask=False, key_mask_dims=2, transpose_weights=True, project_out=True,
@@ -350,7 +351,7 @@ def _packed(polarity_misread=False, transpose_weights=True, keys_from="key", val
         if key_padding_mask is not None:
             ignored = ~key_padding_mask if polarity_misread else key_padding_mask
             scores = scores.masked_fill(ignored[:, None, None, :], float("-inf"))
-        weights = torch.softmax(scores, dim=-1)  # (B, H, Lq, Lk)
+        weights = course_lib.softmax(scores, dim=-1)  # (B, H, Lq, Lk)
         output = course_lib.merge_heads(weights @ v) @ (out_proj_weight.T if transpose_weights else out_proj_weight)
         if out_proj_bias is not None and biases:
             output = output + out_proj_bias
