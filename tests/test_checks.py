@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from course_kit.checks import CheckFailed, check_cases, compare, failure_report, judge, run_case
+from course_kit.checks import CheckFailed, check_cases, compare, error_text, failure_report, judge, run_case
 
 
 def case(expected, *args, **kwargs):
@@ -351,3 +351,17 @@ def test_an_output_that_matches_a_known_mistake_gets_its_hint():
     message = judge(run_case(lambda t: t / 4.0, right), right)
     assert message.endswith("Did you divide by d instead of sqrt(d)?")
     assert "sqrt" not in judge(run_case(lambda t: t * 3.0, right), right)
+
+
+def test_an_answer_that_raises_the_error_of_a_known_mistake_gets_its_hint_and_no_other_error_does():
+    x = torch.ones(2, 3)
+    W = torch.ones(4, 3)  # (out, in): x @ W.T is right, x @ W raises
+    try:
+        x @ W
+    except RuntimeError as error:
+        untransposed = error_text(error)
+    right = {**case(x @ W.T, x, W), "mistakes": [{"hint": "Is W applied untransposed?", "error": untransposed}]}
+    assert judge(run_case(lambda a, b: a @ b, right), right).endswith(". Is W applied untransposed?")
+    assert "untransposed" not in judge(run_case(lambda a, b: a @ b[:2], right), right)  # another shape error
+    assert "untransposed" not in judge(run_case(lambda a, b: a @ b.T * 2, right), right)  # an output, not an error
+    assert judge(run_case(lambda a, b: a @ b.T, right), right) is None

@@ -297,10 +297,13 @@ def test_every_known_mistake_is_named_by_some_visible_case(name):
 @pytest.mark.parametrize("name", [name for name, e in EXERCISES.items() if e.mistakes])
 def test_a_case_names_only_mistakes_it_tells_apart_from_the_right_answer_and_from_each_other(name):
     for case in visible_cases(name):
-        outputs = [case["expected"], *(m["expected"] for m in case.get("mistakes", ()))]
+        mistakes = case.get("mistakes", ())
+        outputs = [case["expected"], *(m["expected"] for m in mistakes if "expected" in m)]
         for i, a in enumerate(outputs):
             for b in outputs[i + 1:]:
                 assert compare(a, b, atol=case["atol"], rtol=case["rtol"]) is not None, case["case"]
+        errors = [m["error"] for m in mistakes if "error" in m]  # a mistake that raises is told by its error
+        assert len(errors) == len(set(errors)), case["case"]
 
 
 def test_hidden_failure_names_the_seed_to_reproduce_it():
@@ -340,14 +343,16 @@ def test_every_exercise_of_a_lesson_is_checked_in_its_notebook(lesson):
 
 def exercise_texts(lesson) -> dict[str, str]:
     """Each exercise's own text: the markdown from its '### Exercise' heading (or, without one, from
-    the previous solution cell) to its solution cell, by the exercise's grade id."""
-    texts, markdown = {}, []
+    the previous solution cell) to its solution cell, by the name its test cell checks (a trained
+    model's solution cell has a grade id of its own, e.g. train_model for trained_model)."""
+    texts, markdown, text = {}, [], ""
     for cell in read_source_notebook(PROJECT, lesson).cells:
-        if cell.metadata.get("nbgrader", {}).get("solution"):
+        nbgrader = cell.metadata.get("nbgrader", {})
+        if nbgrader.get("solution"):
             text = "\n".join(markdown)
-            texts[cell.metadata["nbgrader"]["grade_id"]] = text[text.rfind("### Exercise"):] if "### Exercise" in text \
-                else text
-            markdown = []
+            text, markdown = text[text.rfind("### Exercise"):] if "### Exercise" in text else text, []
+        elif nbgrader.get("grade"):
+            texts |= {name: text for name in re.findall(r'check_exercise\("(\w+)"', cell.source)}
         elif cell.cell_type == "markdown":
             markdown.append(cell.source)
     return texts
@@ -359,12 +364,25 @@ def names_a_student_reads(fused: str) -> tuple[str, ...]:
     return full, full.replace("torch.nn.functional.", "F."), full.replace("torch.nn.", "nn.")
 
 
-@pytest.mark.parametrize("exercise", exercises_of("lesson1_dot_product"), ids=lambda e: e.name)
+RULES_STATED = ("lesson1_dot_product", "lesson2_additive", "lesson3_multihead")  # the lessons held to it so far
+
+
+@pytest.mark.parametrize("exercise", [e for lesson in RULES_STATED for e in exercises_of(lesson)],
+                         ids=lambda e: f"{e.lesson}: {e.name}")
 def test_an_exercise_says_in_its_own_text_every_operator_the_grader_forbids_it(exercise):
     text = exercise_texts(next(lesson for lesson in LESSONS if lesson.id == exercise.lesson))[exercise.name]
     unsaid = [fused for fused in exercise.forbidden if not any(name in text for name in names_a_student_reads(fused))]
     assert not unsaid, (f"the grader forbids {unsaid} in {exercise.name}, but its text never names them: say what "
                         f"it may not call (e.g. {names_a_student_reads(unsaid[0])[1]!r}) above its solution cell")
+
+
+@pytest.mark.parametrize("lesson", [lesson for lesson in LESSONS if lesson.id in RULES_STATED[1:]], ids=lambda l: l.id)
+def test_the_introduction_states_the_graders_rules_for_submitted_code(lesson):
+    """autograde/policy.py's rules, in the words of the lesson's first cell, and the command that checks them."""
+    introduction = read_source_notebook(PROJECT, lesson).cells[0].source
+    for rule in ("plain Python on `torch`, `numpy` and `math`", "no other imports", "files", "`eval`, `exec` or "
+                 "`getattr`", "private parts of torch", f"`attention-course validate {lesson.notebook}.ipynb`"):
+        assert rule in introduction, f"{lesson.id}'s introduction does not say {rule!r}"
 
 
 def test_parity_exercise_reference_is_what_nn_multiheadattention_computes():

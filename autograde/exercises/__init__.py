@@ -25,7 +25,7 @@ import torch
 
 from autograde.exercises import lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash
 from autograde.exercises.base import Exercise
-from course_kit.checks import TOLERANCES, CheckFailed, compare, failure_report, judge, run_case
+from course_kit.checks import TOLERANCES, CheckFailed, compare, error_text, failure_report, judge, run_case
 
 # Each lesson's exercises live in a module named after the lesson; register a new one here.
 LESSON_MODULES = (lesson1_dot_product, lesson2_additive, lesson3_multihead, lesson4_flash)
@@ -78,16 +78,26 @@ def _case(exercise: Exercise, hidden: bool, description: str, args: list, kwargs
     for mistake in exercise.mistakes:  # only the mistakes this case can tell from the right answer
         try:
             wrong, _ = _output(mistake.reference, args, kwargs)
-        except Exception:  # a mistake that cannot even run on these inputs: nothing to recognise
+        except Exception as error:  # a mistake that cannot run on these inputs: recognised by its error
+            mistakes.append({"hint": mistake.hint, "error": error_text(error)})
             continue
         if compare(wrong, expected, atol=atol, rtol=rtol) is not None:
             mistakes.append({"hint": mistake.hint, "expected": wrong})
-    # two mistakes with the same output here cannot be told apart by this case: name neither
-    mistakes = [m for m in mistakes if not any(other is not m and other["hint"] != m["hint"] and compare(
-        other["expected"], m["expected"], atol=atol, rtol=rtol) is None for other in mistakes)]
+    # two mistakes with the same output (or error) here cannot be told apart by this case: name neither;
+    # one mistake written two ways (the same hint) is named once
+    mistakes = [m for i, m in enumerate(mistakes) if not any(
+        _alike(m, other, atol, rtol) and (other["hint"] != m["hint"] or j < i)
+        for j, other in enumerate(mistakes) if j != i)]
     if mistakes:
         case["mistakes"] = mistakes
     return {**case, **options}
+
+
+def _alike(a: dict, b: dict, atol: float, rtol: float) -> bool:
+    """Whether two recorded mistakes give the same output, or raise the same error, on a case."""
+    if "error" in a or "error" in b:
+        return a.get("error") == b.get("error")
+    return compare(a["expected"], b["expected"], atol=atol, rtol=rtol) is None
 
 
 def _output(reference: Callable, args: list, kwargs: dict) -> tuple[object, list[str] | None]:

@@ -18,7 +18,9 @@ DEFAULT_FORBIDDEN = ("scaled_dot_product_attention", "multihead_attention")
 class Mistake:
     """A mistake students really make, as the output it gives: ``reference`` computes that wrong
     output from a case's inputs (the exercise's reference with the mistake in it), and a failing answer
-    that matches it gets ``hint``, which names the mistake ("did you divide by sqrt(d)?")."""
+    that matches it gets ``hint``, which names the mistake ("did you divide by sqrt(d)?"). Where the
+    mistake cannot run on a case (a weight applied untransposed), an answer that raises the very error
+    ``reference`` raises gets the hint: write the reference in the plain torch a student writes."""
 
     hint: str
     reference: Callable[..., object]

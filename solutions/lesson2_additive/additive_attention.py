@@ -32,7 +32,15 @@
 # code; the cell below each exercise tests it and says what is wrong, and hidden tests compare it
 # with a reference on fresh random inputs when your work is graded. Run the notebook from top to
 # bottom: later cells use your functions, and the model you train in exercise 5 runs on *your*
-# decoder step. You may use `torch.softmax` here; Lesson 1 was about writing it.
+# decoder step. You may use `torch.softmax` here; Lesson 1 was about writing it. What an exercise
+# may not call, its own text says.
+#
+# **The rules for the code you hand in.** Write plain Python on `torch`, `numpy` and `math` (small
+# standard modules such as `random`, `time` or `itertools` are fine too): no other imports, no
+# opening or writing files, no `eval`, `exec` or `getattr`, and no private parts of torch (names
+# that start with `_`). The grader does not run a notebook that breaks these rules, and it scores 0;
+# `attention-course validate additive_attention.ipynb` checks them, and runs every visible test,
+# before you hand in.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -321,6 +329,10 @@ for h in [16, 64, 256]:
 # *Hint*: `torch.arange(Lk) < valid_lens[:, None]` is `(B, Lk)`, True where a key is real
 # (Lesson 1's padding mask); insert a query dimension to broadcast it against `(B, Lq, Lk)`
 # scores, and use `masked_fill`.
+#
+# Use `torch.softmax` for the softmax. `F.scaled_dot_product_attention` and `nn.MultiheadAttention`
+# are not allowed in this function: given your scores as a float mask, either would compute the
+# rest of the exercise for you.
 
 # %% nbgrader={"grade": false, "grade_id": "additive_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def additive_attention(query, key, value, W_q, W_k, v, *, valid_lens=None):
@@ -422,7 +434,8 @@ print(inspect.getsource(fixed_context_step))
 # element: give it a length-1 query dimension, `hidden[:, None, :]`, and remove it from the
 # results. Use the *previous* state as the query, as Bahdanau et al. did. (Luong et al.'s decoder,
 # section 3, updates its state first and queries with the new one; the tests here expect
-# Bahdanau's order.)
+# Bahdanau's order.) Attend with your `additive_attention`: as in exercise 3,
+# `F.scaled_dot_product_attention` and `nn.MultiheadAttention` are not allowed in the step.
 
 # %% nbgrader={"grade": false, "grade_id": "decoder_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def decoder_step(embedded, hidden, annotations, source_lengths, params):
@@ -476,6 +489,9 @@ check_exercise("decoder_step", decoder_step)
 # losses in a list called `losses`. The test translates the 1,000 test dates with your model and needs at least 90%
 # exactly right; graded, it also translates 500 dates drawn afresh. The cell should finish in
 # well under a minute: 250 steps of 64 examples at a learning rate of 5e-3 are enough.
+#
+# The model runs your decoder step, and the grader runs it under the step's rule: no
+# `F.scaled_dot_product_attention`, no `nn.MultiheadAttention`.
 
 # %% nbgrader={"grade": false, "grade_id": "train_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
 model = None  # replace None by your trained Seq2Seq

@@ -29,9 +29,17 @@
 # code; the cell below each exercise tests it and tells you which case failed and how. Hidden tests
 # compare your functions with a reference on fresh random inputs when your work is graded. Run the
 # notebook from top to bottom: later cells use your functions. You may use
-# `F.scaled_dot_product_attention` (Lesson 1 built it), but not `nn.MultiheadAttention` or
-# `F.multi_head_attention_forward` inside an exercise. Your functions have the names and
-# signatures of the course's reference library, `course_lib`, which the grader compares them with.
+# `F.scaled_dot_product_attention` (Lesson 1 built it) and `torch.softmax`, but not
+# `nn.MultiheadAttention` or `F.multi_head_attention_forward` in the attention exercises (3, 4, 7
+# and 8, whose text says so again). Your functions have the names and signatures of the course's
+# reference library, `course_lib`, which the grader compares them with.
+#
+# **The rules for the code you hand in.** Write plain Python on `torch`, `numpy` and `math` (small
+# standard modules such as `random`, `time` or `itertools` are fine too): no other imports, no
+# opening or writing files, no `eval`, `exec` or `getattr`, and no private parts of torch (names
+# that start with `_`). The grader does not run a notebook that breaks these rules, and it scores 0;
+# `attention-course validate multihead_attention.ipynb` checks them, and runs every visible test,
+# before you hand in.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -198,6 +206,10 @@ print("merge_heads(split_heads(x)) == x:", torch.equal(merge_heads(split_heads(x
 # it sets.
 #
 # ### Exercise 3: multi-head attention (3 points)
+#
+# Build it on your `split_heads` and `merge_heads` and on `F.scaled_dot_product_attention` (or
+# your own softmax). `nn.MultiheadAttention` and `F.multi_head_attention_forward` are not allowed
+# here: they are the answer.
 
 # %% nbgrader={"grade": false, "grade_id": "multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def multihead_attention(query, key, value, W_q, W_k, W_v, W_o, num_heads, *, key_mask=None, is_causal=False):
@@ -271,8 +283,10 @@ print("cross-attention (target on source):", tuple(multihead_attention(target, s
 # Return what `nn.MultiheadAttention(E, num_heads, batch_first=True)` returns, from its
 # parameters: `(attn_output, attn_weights)` for the call
 # `torch_mha(query, key, value, key_padding_mask=key_padding_mask)`. Its biases may be `None` (a
-# module built with `bias=False`). You need the weights themselves this time, so compute the
-# softmax yourself rather than calling `F.scaled_dot_product_attention`.
+# module built with `bias=False`). `F.scaled_dot_product_attention` does not return the weights,
+# which you need this time: compute the softmax yourself. `nn.MultiheadAttention` (and
+# `F.multi_head_attention_forward`) are not allowed inside the function; the cell after the test
+# uses the module, outside it, to check yours.
 
 # %% nbgrader={"grade": false, "grade_id": "packed_multihead_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def packed_multihead_attention(query, key, value, in_proj_weight, in_proj_bias, out_proj_weight, out_proj_bias,
@@ -618,7 +632,8 @@ plot_attention(torch.stack([top_left, bottom_right]).float(), colorbar=False, pa
 # T_\text{old} + T_\text{new} - 1$ (never the values), and build the bottom-right mask with
 # `torch.ones(...).tril(diagonal=...)`. The tests include several new tokens against a full cache,
 # and a sequence decoded token by token, each step with the cache the step before returned: its
-# outputs must be the rows of one causal pass over the whole sequence.
+# outputs must be the rows of one causal pass over the whole sequence. As in exercise 3,
+# `nn.MultiheadAttention` is not allowed here.
 
 # %% nbgrader={"grade": false, "grade_id": "cached_causal_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def cached_causal_attention(x, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
@@ -795,6 +810,9 @@ class TinyTransformer(nn.Module):
 # right. Seed torch's generator with `seed` before building the model, so the run is reproducible. A
 # model of width 32 with 4 heads and 2 layers learns the task in 400 steps with a
 # learning rate of 0.01, in seconds; try `use_positions=False` too, and see the loss get stuck.
+#
+# The model runs your `multihead_attention`: as in exercise 3, the grader refuses
+# `nn.MultiheadAttention` inside it.
 
 # %% nbgrader={"grade": false, "grade_id": "train_reversal_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def train_reversal_model(task, seed=0):

@@ -9,9 +9,9 @@
 # %% [markdown]
 # A sample student of Lesson 3 who got half way. Splitting and merging heads, the sinusoidal
 # encoding, the cached attention and the trained model are right. The multi-head attention reads
-# key_mask in nn.MultiheadAttention's polarity (True = ignore), which a visible case catches. The
-# parity exercise passes every visible case, where key and value are the same tensor, but uses the
-# keys as values, so the hidden case with distinct key and value fails. RoPE assumes a 4-D input
+# key_mask in nn.MultiheadAttention's polarity (True = ignore), which a visible case catches and
+# names. The parity exercise uses the keys as values: right wherever key and value are one tensor,
+# it fails the visible case where they differ, which names the mistake. RoPE assumes a 4-D input
 # (B, H, L, D): it fails the cases with fewer dims, but works inside the cached attention, which
 # only gives it 4-D tensors. Each cell below replaces the answer cell with the same grade_id in the
 # released notebook.

@@ -149,7 +149,7 @@ def run_case(fn: Any, case: dict, forbidden: tuple[str, ...] = ()) -> dict:
         with mode, measure:
             answer["output"] = _plain(_call(fn, args, kwargs, case.get("method")))
     except Exception as error:  # the student's code raised: the judge says what
-        answer["error"] = f"{type(error).__name__}: {error}"[:2000]
+        answer["error"] = error_text(error)
         answer["error_type"] = type(error).__name__
         answer["not_implemented"] = _not_implemented(error)
     if isinstance(measure, Measure):
@@ -157,6 +157,11 @@ def run_case(fn: Any, case: dict, forbidden: tuple[str, ...] = ()) -> dict:
     answer["forbidden"] = sorted(set(mode.seen))
     answer["inputs_changed"] = not (_same(case["args"], args) and _same(case["kwargs"], kwargs))
     return answer
+
+
+def error_text(error: BaseException) -> str:
+    """How an answer records the error it raised, and how a known mistake's error is recorded to match it."""
+    return f"{type(error).__name__}: {error}"[:2000]
 
 
 def _constrained(case: dict) -> bool:
@@ -236,7 +241,8 @@ def judge(answer: Any, case: dict) -> str | None:
         if answer.get("not_implemented"):
             return NOT_IMPLEMENTED
         # a hidden case's error message may quote its inputs: name the exception only
-        return f"raised {answer.get('error_type', 'an error')}" if hidden else f"raised {answer['error']}"
+        raised = f"raised {answer.get('error_type', 'an error')}" if hidden else f"raised {answer['error']}"
+        return _with_hints(raised, answer, case)
     if answer.get("inputs_changed"):
         return "modified its input tensors in place; compute a new tensor instead (e.g. x - m, not x -= m)"
     output = answer.get("output")
@@ -245,9 +251,7 @@ def judge(answer: Any, case: dict) -> str | None:
     if _constrained(case) and (broken := constraint_problem(answer, case)) is not None:
         return broken
     problem = compare_case(output, case)
-    if problem is not None:
-        problem += "".join(f". {m['hint']}" for m in case.get("mistakes", ()) if _matches(output, m["expected"], case))
-    return problem
+    return None if problem is None else _with_hints(problem, answer, case)
 
 
 def constraint_problem(answer: dict, case: dict) -> str | None:
@@ -268,6 +272,23 @@ def constraint_problem(answer: dict, case: dict) -> str | None:
             return (f"its matrix products took {flops:,} multiply-adds x 2, {flops / limit:.2f}x the most allowed "
                     f"({case.get('constraint', 'the constraint of the exercise')})")
     return None
+
+
+def _with_hints(problem: str, answer: dict, case: dict) -> str:
+    """``problem`` followed by the hints of the known mistakes of ``case`` that ``answer`` (a wrong one) repeats.
+
+    A mistake is recorded as the output it gives (``expected``) or, when it cannot run on the
+    case's inputs, as the error it raises (``error``, e.g. a weight applied untransposed): an answer
+    repeats it when its output matches, or when it raised that very error."""
+    hints: list[str] = []
+    for mistake in case.get("mistakes", ()):
+        if "error" in mistake:
+            repeated = answer.get("error") == mistake["error"]
+        else:
+            repeated = "error" not in answer and _matches(answer.get("output"), mistake["expected"], case)
+        if repeated and mistake["hint"] not in hints:  # two ways to one wrong output: said once
+            hints.append(mistake["hint"])
+    return problem if not hints else problem.rstrip(".") + "".join(f". {hint}" for hint in hints)
 
 
 def _matches(output: Any, mistaken: Any, case: dict) -> bool:
