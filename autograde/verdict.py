@@ -40,6 +40,7 @@ SPELLINGS = {
     "scaled_dot_product_attention": r"\.\s*_?scaled_dot_product|\bimport\b[^\n]*\bscaled_dot_product_attention\b",
     "multihead_attention": r"\bMultiheadAttention\b|multi_head_attention_forward|_native_multi_head_attention",
     "softmax": r"\.\s*_?(log_)?(softmax|softmin)\b|\b(Log)?Softmax\b|\bimport\b[^\n]*\b(log_)?softmax\b",
+    "autograd": r"\bautograd\s*\.\s*(grad|backward)\b|\.\s*backward\s*\(|\bautograd\s+import\b",
 }
 MAX_ANSWERS_BYTES = 64 * 2**20  # an answers file larger than this is not read, packed or unpacked
 MAX_ANSWERS_ENTRIES = 5_000  # tensors and records in one answers file
