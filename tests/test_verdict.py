@@ -110,6 +110,20 @@ def test_the_code_check_reads_the_answer_not_the_self_checks_around_it(tmp_path)
     assert "your code calls torch.softmax (or log_softmax)" in error.evalue
 
 
+def test_the_code_check_names_autograd_in_a_backward_that_must_recompute():
+    from autograde.verdict import spelled_forbidden
+
+    asked = ["    return torch.autograd.grad(out, (q, k, v), grad_out)\n",
+             "    out.backward(grad_out)\n    return q.grad, k.grad, v.grad\n",
+             "    from torch.autograd import grad\n    return grad(out, (q, k, v), grad_out)\n"]
+    for body in asked:
+        code = f"def flash_attention_backward(q, k, v, out, lse, grad_out):\n{body}"
+        assert spelled_forbidden("flash_attention_backward", code) == ["torch.autograd.grad (or .backward())"], body
+    said = 'def flash_attention_backward(q, k, v, out, lse, grad_out):\n    """not torch.autograd.grad"""  # nor .backward()\n'
+    assert spelled_forbidden("flash_attention_backward", said) == []
+    assert spelled_forbidden("flash_attention_forward", "def f(q):\n    return torch.autograd.grad(q, q)\n") == []
+
+
 def test_answers_are_read_only_from_a_plain_file_of_bounded_size_and_never_quoted(tmp_path):
     cases, path = record(tmp_path, course_lib.softmax)
     assert isinstance(load_answers(path), list)
