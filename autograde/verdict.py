@@ -61,11 +61,12 @@ def grading_cases(exercise: str, student: str, secret: str = "", code_digest: st
 
 
 def sandbox_inputs(cases: dict[str, list[dict]]) -> dict[str, dict]:
-    """What the sandbox gets for each exercise: the cases' inputs and the forbidden operators, no outputs."""
+    """What the sandbox gets for each exercise: the cases' inputs, the forbidden operators and the limits
+    whose presence tells ``run_case`` to measure the call (``checks.Measure``), no outputs."""
+    given = ("case", "hidden", "args", "kwargs", "method", "max_tensor_elements", "max_matmul_flops")
     return {
         exercise: {
-            "cases": [{key: case[key] for key in ("case", "hidden", "args", "kwargs", "method") if key in case}
-                      for case in exercise_cases],
+            "cases": [{key: case[key] for key in given if key in case} for case in exercise_cases],
             "forbidden": list(get_exercise(exercise).forbidden),
         }
         for exercise, exercise_cases in cases.items()

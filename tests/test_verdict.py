@@ -39,6 +39,29 @@ def test_the_sandbox_gets_the_inputs_but_never_the_expected_outputs():
     assert "softmax" in spec["forbidden"]
 
 
+def test_a_measured_case_reaches_the_sandbox_with_its_limits_and_is_judged_on_them(tmp_path):
+    """The sandbox's run_case measures only the cases that carry their limits: a recording of attention
+    through the whole score matrix fails by its size, the tiled reference passes."""
+    exercise = "flash_attention_forward"
+    cases = grading_cases(exercise, "alice")
+    given = sandbox_inputs({exercise: cases})[exercise]["cases"]
+    limits = [{k: v for k, v in case.items() if k.startswith("max_")} for case in given]
+    assert limits == [{k: v for k, v in case.items() if k.startswith("max_")} for case in cases]
+    assert sum("max_tensor_elements" in limit for limit in limits) == 4  # two visible, two hidden
+
+    def whole_matrix(q, k, v, *, is_causal=False, scale=None, block_q=16, block_k=16):
+        scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+        if is_causal:
+            scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+        return torch.exp(scores - scores.logsumexp(-1, keepdim=True)) @ v, scores.logsumexp(-1)
+
+    for fn, problem in ((course_lib.flash_attention_forward, None), (whole_matrix, "x 512 tensor; at most 4,096")):
+        path = tmp_path / f"{fn.__name__}.pt"
+        torch.save(answers_to(fn, given, []), path)
+        message = judge_recording(exercise, cases, path)
+        assert message is None if problem is None else problem in message, message
+
+
 def test_hidden_cases_are_the_same_for_a_student_on_every_run_and_differ_between_students_and_courses():
     first, again, other = (grading_cases(EXERCISE, s, "course-secret") for s in ("alice", "alice", "bob"))
     elsewhere = grading_cases(EXERCISE, "alice", "another-secret")
