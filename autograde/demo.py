@@ -1,7 +1,7 @@
 """The bundled sample class that ``attention-course demo`` grades and the tests pin.
 
 A sample submission is what a real student hands in: the released notebook with some answer cells
-filled in. Four students per lesson:
+filled in. The students of a lesson:
 
 - ``full_marks``: every answer is the instructor's solution (the source cell, markers removed);
 - ``blank``: the release, untouched;

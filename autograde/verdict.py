@@ -40,6 +40,7 @@ SPELLINGS = {
     "scaled_dot_product_attention": r"\.\s*_?scaled_dot_product|\bimport\b[^\n]*\bscaled_dot_product_attention\b",
     "multihead_attention": r"\bMultiheadAttention\b|multi_head_attention_forward|_native_multi_head_attention",
     "softmax": r"\.\s*_?(log_)?(softmax|softmin)\b|\b(Log)?Softmax\b|\bimport\b[^\n]*\b(log_)?softmax\b",
+    "autograd": r"\bautograd\s*\.\s*(grad|backward)\b|\.\s*backward\s*\(|\bautograd\s+import\b",
 }
 MAX_ANSWERS_BYTES = 64 * 2**20  # an answers file larger than this is not read, packed or unpacked
 MAX_ANSWERS_ENTRIES = 5_000  # tensors and records in one answers file
@@ -60,11 +61,12 @@ def grading_cases(exercise: str, student: str, secret: str = "", code_digest: st
 
 
 def sandbox_inputs(cases: dict[str, list[dict]]) -> dict[str, dict]:
-    """What the sandbox gets for each exercise: the cases' inputs and the forbidden operators, no outputs."""
+    """What the sandbox gets for each exercise: the cases' inputs, the forbidden operators and the limits
+    whose presence tells ``run_case`` to measure the call (``checks.Measure``), no outputs."""
+    given = ("case", "hidden", "args", "kwargs", "method", "max_tensor_elements", "max_matmul_flops")
     return {
         exercise: {
-            "cases": [{key: case[key] for key in ("case", "hidden", "args", "kwargs", "method") if key in case}
-                      for case in exercise_cases],
+            "cases": [{key: case[key] for key in given if key in case} for case in exercise_cases],
             "forbidden": list(get_exercise(exercise).forbidden),
         }
         for exercise, exercise_cases in cases.items()

@@ -232,6 +232,47 @@ def test_a_forbidden_operator_fails_the_visible_check_however_it_is_spelled():
             check_cases(fn, [softmax_case], exercise="softmax", forbidden=("softmax",))
 
 
+def test_autograd_is_forbidden_however_it_is_asked():
+    """A backward that must be written by hand may not ask autograd: grad, backward in both spellings, and
+    what calls them (torch.autograd.functional.vjp); the profiler names the engine's work for the grader."""
+    from torch.autograd.profiler import profile
+
+    from course_kit.answers import _fused_ops_called
+
+    x = torch.tensor([1.0, -2.0, 3.0])
+    square_grad = case(2 * x, x)
+
+    def by_grad(x):
+        x = x.clone().requires_grad_()
+        return torch.autograd.grad((x * x).sum(), x)[0]
+
+    def by_tensor_backward(x):
+        x = x.clone().requires_grad_()
+        (x * x).sum().backward()
+        return x.grad
+
+    def by_autograd_backward(x):
+        x = x.clone().requires_grad_()
+        torch.autograd.backward((x * x).sum())
+        return x.grad
+
+    def by_vjp(x):
+        return torch.autograd.functional.vjp(lambda t: (t * t).sum(), x)[1]
+
+    for fn in (by_grad, by_tensor_backward, by_autograd_backward, by_vjp):
+        assert torch.equal(fn(x), 2 * x)  # right without the rule
+        with pytest.raises(CheckFailed, match=r"calls torch\.autograd\.grad \(or \.backward\(\)\), which this "
+                                              "exercise does not allow"):
+            check_cases(fn, [square_grad], exercise="ex", forbidden=("autograd",))
+    with profile() as ops:
+        by_tensor_backward(x)
+    ran = {event.name() for event in ops.kineto_results.events()}
+    assert _fused_ops_called(ran, ["autograd"]) == ["torch.autograd.grad (or .backward())"]
+    with profile() as ops:
+        (2 * x).sum()
+    assert _fused_ops_called({event.name() for event in ops.kineto_results.events()}, ["autograd"]) == []
+
+
 # --- outputs that are not a single tensor ---------------------------------------------------------
 
 def test_tuple_output_names_the_element_that_is_wrong():

@@ -212,15 +212,44 @@ def plain_flash_forward(query, key, value, is_causal=False, scale=None, block_q=
 
 def plain_flash_backward(query, key, value, out, lse, grad_out, is_causal=False, scale=None, block_q=16,
                          block_k=16):
-    """A student's backward: autograd through plain attention (the answer an honest float32 check must pass)."""
-    q, k, v = (t.detach().requires_grad_() for t in (query, key, value))
-    o = plain_attention(q, k, v, is_causal=is_causal, scale=scale)
-    return torch.autograd.grad(o, (q, k, v), grad_out)
+    """A student's backward in the inputs' dtype: P recomputed from lse, tile by tile, key tiles outside."""
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    delta = (grad_out * out).sum(-1, keepdim=True)
+    dq, dk, dv = torch.zeros_like(query), torch.zeros_like(key), torch.zeros_like(value)
+    for ks in range(0, key.shape[-2], block_k):
+        k, v = key[..., ks:ks + block_k, :], value[..., ks:ks + block_k, :]
+        for qs in range(0, query.shape[-2], block_q):
+            q, do = query[..., qs:qs + block_q, :], grad_out[..., qs:qs + block_q, :]
+            if is_causal and ks > qs + q.shape[-2] - 1:
+                continue
+            s = q @ k.transpose(-2, -1) * scale
+            if is_causal:
+                s = s.masked_fill(torch.arange(ks, ks + k.shape[-2]) > torch.arange(qs, qs + q.shape[-2])[:, None],
+                                  float("-inf"))
+            p = torch.exp(s - lse[..., qs:qs + block_q, None])
+            dv[..., ks:ks + block_k, :] += p.transpose(-2, -1) @ do
+            ds = p * (do @ v.transpose(-2, -1) - delta[..., qs:qs + block_q, :]) * scale
+            dq[..., qs:qs + block_q, :] += ds @ k
+            dk[..., ks:ks + block_k, :] += ds.transpose(-2, -1) @ q
+    return dq, dk, dv
+
+
+def plain_chunked_attention(query, key, value, is_causal=False, scale=None, chunk_size=1024):
+    """A student's chunked attention: plain attention on each chunk of queries, causal rows offset."""
+    scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
+    outs = []
+    for start in range(0, query.shape[-2], chunk_size):
+        q = query[..., start:start + chunk_size, :]
+        scores = q @ key.transpose(-2, -1) * scale
+        if is_causal:
+            rows = torch.arange(start, start + q.shape[-2])[:, None]
+            scores = scores.masked_fill(torch.arange(key.shape[-2]) > rows, float("-inf"))
+        outs.append(plain_softmax(scores) @ value)
+    return torch.cat(outs, dim=-2)
 
 
 PLAIN |= {"flash_attention_forward": plain_flash_forward, "flash_attention_backward": plain_flash_backward,
-         "chunked_attention": lambda q, k, v, is_causal=False, scale=None, chunk_size=1024:
-             plain_attention(q, k, v, is_causal=is_causal, scale=scale)}
+         "chunked_attention": plain_chunked_attention}
 
 # A typical mistake per exercise, each of which the visible cases must catch.
 MISTAKES = {
@@ -263,7 +292,7 @@ MISTAKES = {
         plain_attention(q, k, v, is_causal=is_causal, scale=scale),
         torch.logsumexp(q @ k.transpose(-2, -1), dim=-1)),  # lse without the scale
     "flash_attention_backward": lambda q, k, v, out, lse, do, is_causal=False, scale=None, block_q=16, block_k=16:
-        tuple(g * 2 for g in plain_flash_backward(q, k, v, out, lse, do, is_causal, scale)),
+        tuple(g * 2 for g in plain_flash_backward(q, k, v, out, lse, do, is_causal, scale, block_q, block_k)),
 }
 
 
@@ -304,6 +333,27 @@ def test_a_case_names_only_mistakes_it_tells_apart_from_the_right_answer_and_fro
                 assert compare(a, b, atol=case["atol"], rtol=case["rtol"]) is not None, case["case"]
         errors = [m["error"] for m in mistakes if "error" in m]  # a mistake that raises is told by its error
         assert len(errors) == len(set(errors)), case["case"]
+
+
+@pytest.mark.parametrize("name", ["chunked_attention", "flash_attention_forward", "flash_attention_backward"])
+def test_lesson4_long_cases_hold_the_inputs_and_outputs_and_not_the_score_matrix(name):
+    """A long case's limit fits every input and output, and the whole score matrix is at least ten times it;
+    a causal case's limit on products is below what computing every tile takes."""
+    from autograde.exercises.lesson4_flash import SPARE, tile_products
+
+    cases = visible_cases(name) + [case for seed in SEEDS for case in hidden_cases(name, seed)]
+    long = [case for case in cases if "max_tensor_elements" in case]
+    assert sum(not case["hidden"] for case in long) == 2 and len(long) == 2 + 2 * len(SEEDS)  # one causal each
+    for case in long:
+        query, key, value = case["args"][:3]
+        outputs = case["expected"] if isinstance(case["expected"], tuple) else (case["expected"],)
+        assert max(t.numel() for t in (*case["args"], *outputs)) <= case["max_tensor_elements"], case["case"]
+        assert query.shape[-2] * key.shape[-2] >= 10 * case["max_tensor_elements"], case["case"]
+        if case["kwargs"].get("is_causal") and name != "chunked_attention":
+            per_pair = (query.shape[-1] + value.shape[-1] if name == "flash_attention_forward"
+                        else 3 * query.shape[-1] + 2 * value.shape[-1])
+            every_tile = tile_products(query.shape[-2], key.shape[-2], per_pair, is_causal=False)
+            assert every_tile > (1 + SPARE) * case["max_matmul_flops"], case["case"]
 
 
 def test_hidden_failure_names_the_seed_to_reproduce_it():

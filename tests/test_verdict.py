@@ -39,6 +39,29 @@ def test_the_sandbox_gets_the_inputs_but_never_the_expected_outputs():
     assert "softmax" in spec["forbidden"]
 
 
+def test_a_measured_case_reaches_the_sandbox_with_its_limits_and_is_judged_on_them(tmp_path):
+    """The sandbox's run_case measures only the cases that carry their limits: a recording of attention
+    through the whole score matrix fails by its size, the tiled reference passes."""
+    exercise = "flash_attention_forward"
+    cases = grading_cases(exercise, "alice")
+    given = sandbox_inputs({exercise: cases})[exercise]["cases"]
+    limits = [{k: v for k, v in case.items() if k.startswith("max_")} for case in given]
+    assert limits == [{k: v for k, v in case.items() if k.startswith("max_")} for case in cases]
+    assert sum("max_tensor_elements" in limit for limit in limits) == 4  # two visible, two hidden
+
+    def whole_matrix(q, k, v, *, is_causal=False, scale=None, block_q=16, block_k=16):
+        scores = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
+        if is_causal:
+            scores = scores.masked_fill(torch.ones(scores.shape[-2:], dtype=torch.bool).triu(1), float("-inf"))
+        return torch.exp(scores - scores.logsumexp(-1, keepdim=True)) @ v, scores.logsumexp(-1)
+
+    for fn, problem in ((course_lib.flash_attention_forward, None), (whole_matrix, "x 512 tensor; at most 4,096")):
+        path = tmp_path / f"{fn.__name__}.pt"
+        torch.save(answers_to(fn, given, []), path)
+        message = judge_recording(exercise, cases, path)
+        assert message is None if problem is None else problem in message, message
+
+
 def test_hidden_cases_are_the_same_for_a_student_on_every_run_and_differ_between_students_and_courses():
     first, again, other = (grading_cases(EXERCISE, s, "course-secret") for s in ("alice", "alice", "bob"))
     elsewhere = grading_cases(EXERCISE, "alice", "another-secret")
@@ -108,6 +131,20 @@ def test_the_code_check_reads_the_answer_not_the_self_checks_around_it(tmp_path)
     delegating = "def softmax(x, dim=-1):\n    '''unlike torch.softmax'''\n    return torch.softmax(x, dim)\n"
     [error] = cell_verdict(source, {"softmax": cases}, answers, delegating)
     assert "your code calls torch.softmax (or log_softmax)" in error.evalue
+
+
+def test_the_code_check_names_autograd_in_a_backward_that_must_recompute():
+    from autograde.verdict import spelled_forbidden
+
+    asked = ["    return torch.autograd.grad(out, (q, k, v), grad_out)\n",
+             "    out.backward(grad_out)\n    return q.grad, k.grad, v.grad\n",
+             "    from torch.autograd import grad\n    return grad(out, (q, k, v), grad_out)\n"]
+    for body in asked:
+        code = f"def flash_attention_backward(q, k, v, out, lse, grad_out):\n{body}"
+        assert spelled_forbidden("flash_attention_backward", code) == ["torch.autograd.grad (or .backward())"], body
+    said = 'def flash_attention_backward(q, k, v, out, lse, grad_out):\n    """not torch.autograd.grad"""  # nor .backward()\n'
+    assert spelled_forbidden("flash_attention_backward", said) == []
+    assert spelled_forbidden("flash_attention_forward", "def f(q):\n    return torch.autograd.grad(q, q)\n") == []
 
 
 def test_answers_are_read_only_from_a_plain_file_of_bounded_size_and_never_quoted(tmp_path):

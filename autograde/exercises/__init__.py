@@ -16,6 +16,7 @@ they are as exact as the dtype allows (the rule of flash-attn's ``attention_ref`
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import secrets
 import zlib
@@ -61,9 +62,14 @@ def _case(exercise: Exercise, hidden: bool, description: str, args: list, kwargs
     ``options``, an optional fourth item of an exercise's input tuples, adds the comparison keys of
     ``checks.compare_case`` (``argmax``, ``min_row_accuracy``, ``min_accuracy``) to the case, and
     ``method`` (call ``fn.method`` rather than ``fn``); an ``expected`` option gives the expected
-    output itself (e.g. the target translations), in place of the reference's.
+    output itself (e.g. the target translations), in place of the reference's; ``max_tensor_elements``
+    and ``max_matmul_flops`` (with their ``constraint``) limit what the call allocates and multiplies
+    (``checks.Measure``), and such a case names no mistakes.
     """
     options = dict(options or {})
+    if "max_tensor_elements" in options or "max_matmul_flops" in options:
+        # a case that measures memory or products is large to make them plain: the small cases name mistakes
+        exercise = dataclasses.replace(exercise, mistakes=())
     if "expected" in options:
         return {"case": description, "hidden": hidden, "args": args, "kwargs": kwargs, "atol": 0.0, "rtol": 0.0,
                 **options}

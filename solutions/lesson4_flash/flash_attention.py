@@ -31,7 +31,11 @@
 # the cell below each exercise tests it and says precisely what is wrong. Hidden tests compare
 # your functions with a reference on fresh random inputs. Build from tensor operations (`@`,
 # `torch.exp`, `.amax`, `.sum`, `torch.softmax` where a whole row is at hand):
-# calling `F.scaled_dot_product_attention` inside an exercise would skip the lesson.
+# calling `F.scaled_dot_product_attention` inside an exercise would skip the lesson, and no
+# exercise allows it or `nn.MultiheadAttention`. This lesson is about memory, so the tests also
+# check what your code *allocates* and *multiplies*, not only what it returns: each exercise
+# says its limits, and long visible cases (512 queries and keys) measure them, the largest tensor
+# any operation creates and the size of every matrix product. Nothing is timed.
 
 # %% nbgrader={"grade": false, "grade_id": "setup", "locked": true, "schema_version": 3, "solution": false, "task": false}
 import math
@@ -177,6 +181,12 @@ for n, peak in zip(sizes, naive_peak):
 # `is_causal`. With `is_causal`, query
 # $i$ sees keys $j \le i$ (top-left aligned, as in `F.scaled_dot_product_attention`); careful,
 # row $r$ of a chunk starting at `start` is query `start + r`.
+#
+# **The rules.** Only one chunk's scores may exist at a time: no tensor of `Lq x Lk`, not even
+# the causal mask (build the chunk's rows of it from `torch.arange`). The test runs `Lq = Lk = 512`
+# with chunks of 32 and fails any tensor larger than one chunk of scores, 32 x 512 = 16,384
+# elements. `torch.softmax` is fine, since a chunk holds whole rows; `F.scaled_dot_product_attention`
+# and `nn.MultiheadAttention` are not allowed.
 
 # %% nbgrader={"grade": false, "grade_id": "chunked_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def chunked_attention(query, key, value, *, is_causal=False, scale=None, chunk_size=1024):
@@ -263,7 +273,8 @@ plt.show()
 # ### Exercise 2: merge two softmax states (1 point)
 #
 # Implement the merge for a whole batch of rows at once: `m` and `l` have shape `(..., Lq)`,
-# one entry per query; `acc` has shape `(..., Lq, Dv)`.
+# one entry per query; `acc` has shape `(..., Lq, Dv)`. (As in every exercise,
+# `F.scaled_dot_product_attention` and `nn.MultiheadAttention` are not allowed.)
 
 # %% nbgrader={"grade": false, "grade_id": "merge_softmax_states", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def merge_softmax_states(m_a, l_a, acc_a, m_b, l_b, acc_b):
@@ -357,6 +368,8 @@ plot_online_softmax_state(s[0], v, block_size=3)
 # ### Exercise 3: which tiles does causal attention need? (1 point)
 #
 # Return the boolean matrix `needed[i, j]` of shape `(ceil(n_q / block_q), ceil(n_k / block_k))`.
+# (As in every exercise, `F.scaled_dot_product_attention` and `nn.MultiheadAttention` are not
+# allowed.)
 
 # %% nbgrader={"grade": false, "grade_id": "causal_tile_mask", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def causal_tile_mask(n_q, n_k, block_q, block_k):
@@ -407,7 +420,15 @@ plot_flash_tiles(16, 16, 4, 4)
 #   from `D`; any leading batch dimensions;
 # * `is_causal` top-left aligned, with tiles above the diagonal skipped (use your
 #   `causal_tile_mask`, or the inequality directly) and the others masked;
-# * never build a tensor of size `Lq x Lk`: only `block_q x block_k` tiles.
+# * **memory**: no tensor larger than one `block_q x block_k` tile of scores: not the `Lq x Lk`
+#   matrix, not a row of tiles (`block_q x Lk`), not a whole causal mask (build each tile's part
+#   of it from `torch.arange`). The test runs `Lq = Lk = 512` with `D = 8` and 64 x 64 tiles and
+#   fails any tensor of more than 64 x 64 = 4,096 elements (as many as the output has);
+# * **work**: with `is_causal`, the products $S = Q_i K_j^\top$ and $P V_j$ only for the tiles
+#   causal attention needs. At 512 x 512 that is 36 of the 64 tiles; the test allows 10% more
+#   products than those take, so computing every tile (and masking) fails, and so does one extra
+#   tile per row of tiles;
+# * not allowed: `F.scaled_dot_product_attention` and `nn.MultiheadAttention`.
 #
 # Leading dimensions ride along with `@`, so slice rows with `q[..., start:stop, :]`.
 
@@ -510,9 +531,19 @@ for is_causal in [False, True]:
 # ### Exercise 5: the backward pass (3 points)
 #
 # Implement `flash_attention_backward`: given the inputs, the forward's `out` and `lse`, and the
-# upstream gradient `grad_out`, return `(dq, dk, dv)`. Same requirements as the forward (any
-# sizes, causal with the tile skip, only tiles). Accumulate into zero tensors with index
-# assignment, e.g. `dv[..., k_start:k_stop, :] += ...`.
+# upstream gradient `grad_out`, return `(dq, dk, dv)`. Accumulate into zero tensors with index
+# assignment, e.g. `dv[..., k_start:k_stop, :] += ...`. Same requirements as the forward:
+#
+# * any sizes; causal with the tile skip;
+# * **memory**: no tensor larger than one tile of scores (the test: `Lq = Lk = 512`, 64 x 64
+#   tiles, at most 4,096 elements);
+# * **work**: with `is_causal`, the five products ($S$, $P^\top dO_i$, $dO_i V_j^\top$, $dS\,K_j$,
+#   $dS^\top Q_i$) only for the 36 of 64 tiles causal attention needs there, with 10% to spare;
+# * **recompute, don't ask autograd**: `torch.autograd.grad`, `.backward()` and
+#   `torch.autograd.backward` are not allowed here. Recompute $P$ from `lse`, tile by tile: that
+#   is the exercise, and autograd through your forward's loops would keep every tile's $P$, the
+#   $N \times N$ matrix in pieces. Nor are `F.scaled_dot_product_attention` and
+#   `nn.MultiheadAttention`.
 
 # %% nbgrader={"grade": false, "grade_id": "flash_attention_backward", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def flash_attention_backward(query, key, value, out, lse, grad_out, *, is_causal=False, scale=None,

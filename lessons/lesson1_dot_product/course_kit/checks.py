@@ -72,6 +72,12 @@ FUSED: dict[str, tuple[str, tuple[Callable, ...], tuple[str, ...]]] = {
         ("aten::_softmax", "aten::_log_softmax", "aten::_safe_softmax", "aten::softmax", "aten::log_softmax",
          "aten::_masked_softmax", "aten::_sparse_softmax", "aten::_sparse_log_softmax"),
     ),
+    # A backward written by hand may not ask autograd for the answer; its engine's events name the rest.
+    "autograd": (
+        "torch.autograd.grad (or .backward())",
+        (torch.autograd.grad, torch.autograd.backward, torch.Tensor.backward),
+        ("autograd::engine::evaluate_function",),
+    ),
 }
 
 

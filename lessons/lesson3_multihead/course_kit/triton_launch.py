@@ -255,14 +255,14 @@ def scaled_add_launcher(kernel: Any) -> Callable[[torch.Tensor, torch.Tensor, fl
 
 
 def softmax_launcher(kernel: Any) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``softmax(x)``: the softmax of every row of the 2-D ``x`` by ``kernel``, one program per row.
+    """``row_softmax(x)``: the softmax of every row of the 2-D ``x`` by ``kernel``, one program per row.
 
     The kernel is ``softmax_kernel(X, OUT, stride_xm, stride_xn, stride_om, stride_on, n_cols,
     BLOCK: tl.constexpr)``; ``x`` keeps its strides (a transposed or sliced ``x`` is not copied into
     another layout), ``BLOCK`` is the power of two of at least 16 that holds a row
     (:func:`softmax_block`), and the grid is ``(n_rows,)``.
     """
-    def softmax(x: torch.Tensor) -> torch.Tensor:
+    def row_softmax(x: torch.Tensor) -> torch.Tensor:
         jitted = _checked_kernel(kernel, "softmax_kernel")
         _floating("softmax", x)
         if x.dim() != 2:
@@ -275,7 +275,7 @@ def softmax_launcher(kernel: Any) -> Callable[[torch.Tensor], torch.Tensor]:
                 "handles row tl.program_id(0), whose elements are stride_xm apart from the next row's")
         return out.tensor.to(x.device)
 
-    return softmax
+    return row_softmax
 
 
 def matmul_launcher(kernel: Any) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
