@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from autograde.course import read_source_notebook
-from course_kit.checks import FUSED, CheckFailed, check_cases, compare
 from autograde.exercises import EXERCISES, check_against_reference, exercises_of, hidden_cases, visible_cases
 from autograde.lessons import LESSONS
+from course_kit.checks import FUSED, CheckFailed, check_cases, compare
 
 PROJECT = Path(__file__).resolve().parents[1]
 SEEDS = range(10)
@@ -124,7 +124,8 @@ def plain_packed_mha(query, key, value, in_w, in_b, out_w, out_b, num_heads, *, 
 
 
 def plain_sinusoidal(length, d_model, exponent_step=2):  # in float32 throughout, as most students write it
-    angles = torch.arange(length)[:, None] / 10000 ** (torch.arange(0, exponent_step * d_model // 2, exponent_step) / d_model)
+    exponents = torch.arange(0, exponent_step * d_model // 2, exponent_step) / d_model
+    angles = torch.arange(length)[:, None] / 10000 ** exponents
     return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)
 
 
@@ -133,7 +134,8 @@ def plain_rope(x, positions=None):  # frequencies and angles in x's dtype
     positions = torch.arange(length) if positions is None else positions
     angles = positions.to(x.dtype)[:, None] * 10000 ** (-torch.arange(0, d, 2, dtype=x.dtype) / d)
     even, odd = x[..., 0::2], x[..., 1::2]
-    return torch.stack([even * angles.cos() - odd * angles.sin(), even * angles.sin() + odd * angles.cos()], -1).flatten(-2)
+    cos, sin = angles.cos(), angles.sin()
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], -1).flatten(-2)
 
 
 def neox_rope(x, positions=None):
@@ -152,14 +154,9 @@ def plain_cached_attention(x, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache, t
     return plain_merge_heads(plain_attention(q, k, v, mask)) @ W_o.T, k, v
 
 
-class PerfectReverser(torch.nn.Module):
-    """A model whose logits point at the reversed tokens: what the trained-model check must pass."""
+class UntrainedReverser(torch.nn.Module):
+    """A model that copies its input instead of reversing it."""
 
-    def forward(self, tokens):
-        return torch.nn.functional.one_hot(tokens.flip(-1), 10).float()
-
-
-class UntrainedReverser(PerfectReverser):
     def forward(self, tokens):
         return torch.nn.functional.one_hot(tokens, 10).float()  # copies instead of reversing
 
@@ -181,9 +178,9 @@ class DateOracle:
         return [self.targets[source] for source in sources]
 
 
-# What passes an exercise when its reference is not itself an answer (the reversal task's reference gives
-# the target tokens, an answer is a model giving logits; the trained model's cases carry their targets).
-ANSWERS = {"reversal_model": PerfectReverser(), "trained_model": DateOracle()}
+# What passes an exercise when its reference is not itself an answer (the trained model's cases carry
+# their targets; a model that knows every date's translation passes them).
+ANSWERS = {"trained_model": DateOracle()}
 def plain_flash_forward(query, key, value, is_causal=False, scale=None, block_q=16, block_k=16):
     """A student's tiled forward in the inputs' dtype: running max, sum and accumulator per tile."""
     scale = 1 / math.sqrt(query.shape[-1]) if scale is None else scale
@@ -296,7 +293,9 @@ MISTAKES = {
 }
 
 
-@pytest.mark.parametrize("name", EXERCISES)
+# A trained model's pass is tests/test_trained_models.py's: Lesson 3's check recomputes the model's logits
+# from its weights, which only a TinyTransformer of the notebook's has.
+@pytest.mark.parametrize("name", [name for name in EXERCISES if name != "reversal_model"])
 def test_reference_passes_its_visible_and_hidden_cases(name, capsys):
     reference = ANSWERS.get(name, EXERCISES[name].reference)
     check_cases(reference, visible_cases(name), exercise=name)
@@ -471,7 +470,7 @@ def test_cached_attention_rotating_new_tokens_from_position_zero_fails_the_visib
 
 
 def test_trained_model_check_fails_a_model_that_has_not_learned_the_task_in_its_hidden_cases_too():
-    with pytest.raises(CheckFailed, match=r"0.0% of the 1000 rows are entirely right, 99% needed"):
+    with pytest.raises(CheckFailed, match=r"0.0% of the 1000 rows are entirely right, 90% needed"):
         check_against_reference("reversal_model", UntrainedReverser(), seed=0)
 
 

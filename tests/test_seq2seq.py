@@ -6,10 +6,19 @@ import pytest
 import torch
 from torch import nn
 
-from course_lib import attention_decoder_step
 from course_kit.data.dates import make_batch, make_date_splits
-from course_kit.seq2seq import (Seq2Seq, accuracy_by_length, attention_matrix, decoder_parameters, exact_match,
-                                final_states, fixed_context_step, gru_cell, train_seq2seq)
+from course_kit.seq2seq import (
+    Seq2Seq,
+    accuracy_by_length,
+    attention_matrix,
+    decoder_parameters,
+    exact_match,
+    final_states,
+    fixed_context_step,
+    gru_cell,
+)
+from course_kit.training import train_token_classifier
+from course_lib import attention_decoder_step
 
 
 def test_gru_cell_is_torch_nn_grucell():
@@ -59,7 +68,8 @@ def test_a_few_hundred_training_steps_reduce_the_loss_on_a_fixed_seed(small_spli
     runs = []
     for _ in range(2):
         model = Seq2Seq(attention_decoder_step, embed_size=8, hidden_size=16, attention_size=16, seed=0)
-        runs.append(train_seq2seq(model, small_split.train, steps=200, batch_size=32, lr=1e-2, seed=0, progress=False))
+        runs.append(train_token_classifier(model, small_split.training_batch, steps=200, batch_size=32, lr=1e-2,
+                                           clip_grad_norm=1.0, seed=0, progress=False))
     losses = runs[0]
     assert runs[0] == runs[1]  # same seed, same run
     assert sum(losses[-20:]) / 20 < 0.5 * sum(losses[:20]) / 20

@@ -17,8 +17,11 @@ from autograde.exercises.base import Exercise, Mistake, noncontiguous, randn, si
 from course_kit.data.reversal import ReversalTask
 
 LESSON = "lesson3_multihead"
-# A trained model passes when at least this fraction of sequences is reversed without a mistake.
-MIN_SEQUENCE_ACCURACY = 0.99
+# A trained model passes when at least this fraction of sequences is reversed without a mistake. The
+# solution reverses 100% on every CPU path benchmarks/trained_models.py tries; a model without
+# positions, about 0%. The margin is for the machines nobody tried: with a constant learning rate the
+# same seed reversed 100% on one path and 52% on another.
+MIN_SEQUENCE_ACCURACY = 0.9
 
 
 def _weights(g, e_out, e_in, dtype=torch.float32):

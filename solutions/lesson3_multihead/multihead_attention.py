@@ -737,7 +737,7 @@ for source_seq, target_seq in zip(inputs, targets):
 # %% [markdown]
 # The model is an encoder of *pre-LayerNorm* blocks. Each block adds two residual branches to its
 # input, normalising inside the branch, not after the sum as the original Transformer did; this
-# trains reliably without learning-rate warm-up (Xiong et al., 2020):
+# trains reliably with little or no learning-rate warm-up (Xiong et al., 2020):
 #
 # $$x \leftarrow x + \operatorname{MultiHead}(\operatorname{LN}(x)), \qquad
 #   x \leftarrow x + \operatorname{FFN}(\operatorname{LN}(x)).$$
@@ -804,15 +804,22 @@ class TinyTransformer(nn.Module):
 # ### Exercise 8: train it (2 points)
 #
 # Build a `TinyTransformer` for the task and train it with
-# `train_token_classifier(model, task.training_batch, steps=..., lr=...)` (AdamW on the
-# cross-entropy of every position; it shows a progress bar and returns the losses). The test
-# evaluates your model on the held-out split: at least 99% of the sequences must come out entirely
-# right. Seed torch's generator with `seed` before building the model, so the run is reproducible. A
-# model of width 32 with 4 heads and 2 layers learns the task in 400 steps with a
-# learning rate of 0.01, in seconds; try `use_positions=False` too, and see the loss get stuck.
+# `train_token_classifier(model, task.training_batch, steps=..., lr=..., warmup_steps=..., decay=True)`
+# (AdamW on the cross-entropy of every position; it shows a progress bar and returns the losses).
+# The test evaluates your model on the held-out split: at least 90% of the sequences must come out
+# entirely right. Seed torch's generator with `seed` before building the model, so the run is
+# reproducible. A model of width 32 with 4 heads and 2 layers learns the task in 400 steps, in
+# seconds, at a learning rate of 0.01 warmed up over the first 40 steps and decayed to 0 by the
+# last (`warmup_steps=40, decay=True`). The decay matters: at a constant rate the last steps still
+# jump around the minimum, and where they stop depends on how your CPU rounds, so one seed can
+# reverse every sequence on one machine and half of them on another. Try `use_positions=False`
+# too, and see the loss get stuck.
 #
-# The model runs your `multihead_attention`: as in exercise 3, the grader refuses
-# `nn.MultiheadAttention` inside it.
+# The grader also recomputes your model's logits from its own weights with the course's multi-head
+# attention: build it with this notebook's `TinyTransformer`, on your `multihead_attention`. A model
+# that reverses well with attention computed another way (scores scaled by $1/\sqrt{E}$ instead of
+# $1/\sqrt{D}$, say) does not pass. As in exercise 3, the grader refuses `nn.MultiheadAttention`
+# inside it.
 
 # %% nbgrader={"grade": false, "grade_id": "train_reversal_model", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def train_reversal_model(task, seed=0):
@@ -820,12 +827,13 @@ def train_reversal_model(task, seed=0):
 
     Returns:
         The trained model: model(tokens (N, L)) gives logits (N, L, vocab), and the argmax reverses
-        at least 99% of task.held_out_inputs exactly.
+        at least 90% of task.held_out_inputs exactly.
     """
     ### BEGIN SOLUTION
     torch.manual_seed(seed)
     model = TinyTransformer(task.vocab_size, task.length, d_model=32, num_heads=4, num_layers=2)
-    losses = train_token_classifier(model, task.training_batch, steps=400, lr=1e-2, seed=seed)
+    losses = train_token_classifier(model, task.training_batch, steps=400, lr=1e-2, warmup_steps=40, decay=True,
+                                    seed=seed)
     print(f"loss: {losses[0]:.3f} at the first step, {losses[-1]:.4f} at the last")
     return model
     ### END SOLUTION

@@ -93,5 +93,6 @@ def cached_causal_attention(x, W_q, W_k, W_v, W_o, num_heads, k_cache, v_cache):
 def train_reversal_model(task, seed=0):
     torch.manual_seed(seed)
     model = TinyTransformer(task.vocab_size, task.length, use_positions=False)
-    train_token_classifier(model, task.training_batch, steps=400, lr=0.01, seed=seed, progress=False)
+    train_token_classifier(model, task.training_batch, steps=400, lr=0.01, warmup_steps=40, decay=True,
+                           seed=seed, progress=False)
     return model

@@ -9,8 +9,9 @@ The decoder step is a function on explicit tensors, passed in: with attention
 (:func:`fixed_context_step`, the encoder-decoder of Cho et al., 2014, whose decoder sees one fixed
 vector). ``Seq2Seq`` owns the parameters, in ``params``, a dict of the names the step reads.
 
-Also here: the training loop (teacher forcing, Adam, progress bar), greedy decoding, exact-match
-accuracy and the attention matrix of one example. Part of the student kit: it imports only the
+Also here: greedy decoding, exact-match accuracy and the attention matrix of one example; the model
+trains with the course's one training loop, :func:`course_lib.training.train_token_classifier`, on
+``DateSplits.training_batch`` (teacher forcing). Part of the student kit: it imports only the
 standard library, torch and the kit's own data module, and holds nothing students are graded on.
 
 References: K. Cho et al., "Learning Phrase Representations using RNN Encoder-Decoder for
@@ -21,18 +22,13 @@ D. Bahdanau, K. Cho, Y. Bengio, ICLR 2015 (the decoder with attention, appendix 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from course_kit.data.dates import BOS, SOURCE_VOCAB, TARGET_LENGTH, TARGET_VOCAB, make_batch
-
-try:
-    from tqdm.auto import tqdm
-except ImportError:  # the progress bar is a nicety: train without one
-    tqdm = None
 
 # step(embedded (B, E), hidden (B, H), annotations (B, Ls, 2H), source_lengths (B,), params)
 #   -> (logits (B, V), new hidden (B, H), attention weights (B, Ls) or None)
@@ -109,8 +105,7 @@ class Seq2Seq(nn.Module):
 
     >>> from course_kit.seq2seq import fixed_context_step
     >>> model = Seq2Seq(fixed_context_step, seed=0)
-    >>> logits, weights = model(*make_batch([("Mar 3 21", "2021-03-03")])[:3])
-    >>> logits.shape  # (B, 10, target vocabulary)
+    >>> model(*make_batch([("Mar 3 21", "2021-03-03")])[:3]).shape  # (B, 10, target vocabulary)
     torch.Size([1, 10, 13])
     """
 
@@ -139,17 +134,14 @@ class Seq2Seq(nn.Module):
         """One step from the previous target ids (B,): (logits (B, V), hidden (B, H), weights (B, Ls) or None)."""
         return self.step(self.target_embedding(previous), hidden, keys, source_lengths, dict(self.params))
 
-    def forward(self, source: torch.Tensor, source_lengths: torch.Tensor,
-                target_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Teacher forcing: logits (B, T, V) for every target position, and the weights (B, T, Ls)."""
+    def forward(self, source: torch.Tensor, source_lengths: torch.Tensor, target_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for every target position, each step fed the true previous character."""
         keys, hidden = self.encode(source, source_lengths)
-        all_logits, all_weights = [], []
+        all_logits = []
         for t in range(target_in.shape[1]):
-            logits, hidden, weights = self.decode_step(target_in[:, t], hidden, keys, source_lengths)
+            logits, hidden, _ = self.decode_step(target_in[:, t], hidden, keys, source_lengths)
             all_logits.append(logits)
-            all_weights.append(weights)
-        weights = None if all_weights[0] is None else torch.stack(all_weights, dim=1)
-        return torch.stack(all_logits, dim=1), weights
+        return torch.stack(all_logits, dim=1)
 
     def translate(self, sources: list[str]) -> list[str]:
         """Greedy decoding of each source string: the model's translations."""
@@ -174,34 +166,6 @@ class Seq2Seq(nn.Module):
         weights = None if all_weights[0] is None else torch.stack(all_weights, dim=1)
         # keep a predicted padding character: a translation is always 10 characters, right or wrong
         return [TARGET_VOCAB.decode(row, strip_padding=False) for row in ids], weights
-
-
-def train_seq2seq(model: Seq2Seq, pairs: list[tuple[str, str]], steps: int = 600, batch_size: int = 64,
-                  lr: float = 3e-3, seed: int = 0, progress: bool = True) -> list[float]:
-    """Train with teacher forcing and Adam on random batches of ``pairs``; return the loss of every step.
-
-    The loss is the cross-entropy of each target character, averaged; gradients are clipped to
-    norm 1 (RNNs' gradients occasionally explode). Same seed, same batches.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    losses = []
-    bar = tqdm(range(steps), desc="training", mininterval=0.5) if progress and tqdm is not None else range(steps)
-    for _ in bar:
-        rows = torch.randint(len(pairs), (batch_size,), generator=generator).tolist()
-        source, lengths, target_in, target_out = make_batch([pairs[i] for i in rows])
-        logits, _ = model(source, lengths, target_in)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1), target_out.flatten())
-        optimiser.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimiser.step()
-        losses.append(loss.item())
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    model.eval()
-    return losses
 
 
 def exact_match(model: Seq2Seq, pairs: list[tuple[str, str]], batch_size: int = 500) -> float:

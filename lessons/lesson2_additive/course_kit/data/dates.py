@@ -86,6 +86,17 @@ class DateSplits(NamedTuple):
     validation: list[tuple[str, str]]
     test: list[tuple[str, str]]
 
+    def training_batch(self, batch_size: int,
+                       generator: torch.Generator) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """``batch_size`` random training pairs, as the training loop takes them: ``(inputs, targets)``.
+
+        inputs: (source (B, Ls), source_lengths (B,), target_in (B, 10)), the model's arguments;
+        targets: target_out (B, 10) int64.
+        """
+        rows = torch.randint(len(self.train), (batch_size,), generator=generator).tolist()
+        source, source_lengths, target_in, target_out = make_batch([self.train[i] for i in rows])
+        return (source, source_lengths, target_in), target_out
+
 
 def random_date(rng: random.Random, style: str | None = None) -> tuple[str, str]:
     """One (source, target) pair: a uniformly random day of 1950-2049 in a random (or given) style."""
