@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy
 import pytest
 import torch
 
@@ -328,7 +329,8 @@ def test_a_model_below_the_accuracy_threshold_fails_with_its_accuracy_and_a_wron
 def test_a_model_that_returns_tokens_instead_of_logits_is_told_so():
     targets = torch.zeros(3, 4, dtype=torch.long)
     message = failure(lambda tokens: tokens, model_case(targets, 0.99))
-    assert "expected logits, a floating-point tensor (..., vocab), got tensor of shape (3, 4), dtype torch.int64" in message
+    assert ("expected logits, a floating-point tensor (..., vocab), "
+            "got tensor of shape (3, 4), dtype torch.int64") in message
 
 
 def test_tuple_result_is_compared_element_by_element_and_names_the_element():
@@ -376,6 +378,34 @@ def test_a_tensor_larger_than_the_constraint_allows_is_named_with_its_shape():
     assert message == ("allocated a 64 x 64 tensor; at most 256 elements are allowed here "
                        "(four rows of scores at a time)")
     assert judge(run_case(row_blocks, limited), limited) is None
+
+
+def test_a_score_matrix_built_in_numpy_or_python_lists_is_measured_as_memory_outside_torch():
+    q = torch.randn(512, 4, generator=torch.Generator().manual_seed(0))
+    limited = {**case((q * q).sum(-1), q), "max_tensor_elements": 4 * 512,
+               "constraint": "four rows of scores at a time"}
+
+    def numpy_scores(x):
+        scores = x.numpy() @ x.numpy().T  # (512, 512) in numpy: no torch operator sees it
+        return torch.from_numpy(scores.diagonal().copy())
+
+    def list_scores(x):
+        rows = x.tolist()
+        scores = [[sum(a * b for a, b in zip(r, c)) for c in rows] for r in rows]  # 262,144 Python floats
+        return torch.tensor([scores[i][i] for i in range(len(rows))])
+
+    def row_blocks_in_numpy(x):
+        a = x.numpy()
+        # each block freed once its diagonal is copied (a view would keep the whole block alive)
+        blocks = [(a[i:i + 4] @ a.T).diagonal(offset=i).copy() for i in range(0, 512, 4)]
+        return torch.from_numpy(numpy.concatenate(blocks))
+
+    for whole in (numpy_scores, list_scores):
+        message = judge(run_case(whole, limited), limited)
+        assert message.startswith("held ") and message.endswith(
+            " bytes in numpy arrays or Python objects at once; at most 131,072 are allowed here, where torch's "
+            "tensors may hold 2,048 elements (four rows of scores at a time)")
+    assert judge(run_case(row_blocks_in_numpy, limited), limited) is None
 
 
 def test_matrix_products_beyond_the_allowed_count_are_reported_with_the_ratio():

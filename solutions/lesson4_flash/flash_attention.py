@@ -185,8 +185,9 @@ for n, peak in zip(sizes, naive_peak):
 # **The rules.** Only one chunk's scores may exist at a time: no tensor of `Lq x Lk`, not even
 # the causal mask (build the chunk's rows of it from `torch.arange`). The test runs `Lq = Lk = 512`
 # with chunks of 32 and fails any tensor larger than one chunk of scores, 32 x 512 = 16,384
-# elements. `torch.softmax` is fine, since a chunk holds whole rows; `F.scaled_dot_product_attention`
-# and `nn.MultiheadAttention` are not allowed.
+# elements. Work in torch: the test also measures what numpy arrays and Python lists hold during
+# the call, and a score matrix built there fails as well. `torch.softmax` is fine, since a chunk
+# holds whole rows; `F.scaled_dot_product_attention` and `nn.MultiheadAttention` are not allowed.
 
 # %% nbgrader={"grade": false, "grade_id": "chunked_attention", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def chunked_attention(query, key, value, *, is_causal=False, scale=None, chunk_size=1024):
@@ -423,7 +424,8 @@ plot_flash_tiles(16, 16, 4, 4)
 # * **memory**: no tensor larger than one `block_q x block_k` tile of scores: not the `Lq x Lk`
 #   matrix, not a row of tiles (`block_q x Lk`), not a whole causal mask (build each tile's part
 #   of it from `torch.arange`). The test runs `Lq = Lk = 512` with `D = 8` and 64 x 64 tiles and
-#   fails any tensor of more than 64 x 64 = 4,096 elements (as many as the output has);
+#   fails any tensor of more than 64 x 64 = 4,096 elements (as many as the output has), and any
+#   score matrix held in numpy arrays or Python lists (it measures those too: work in torch);
 # * **work**: with `is_causal`, the products $S = Q_i K_j^\top$ and $P V_j$ only for the tiles
 #   causal attention needs. At 512 x 512 that is 36 of the 64 tiles; the test allows 10% more
 #   products than those take, so computing every tile (and masking) fails, and so does one extra
@@ -536,7 +538,7 @@ for is_causal in [False, True]:
 #
 # * any sizes; causal with the tile skip;
 # * **memory**: no tensor larger than one tile of scores (the test: `Lq = Lk = 512`, 64 x 64
-#   tiles, at most 4,096 elements);
+#   tiles, at most 4,096 elements; numpy arrays and Python lists are measured too);
 # * **work**: with `is_causal`, the five products ($S$, $P^\top dO_i$, $dO_i V_j^\top$, $dS\,K_j$,
 #   $dS^\top Q_i$) only for the 36 of 64 tiles causal attention needs there, with 10% to spare;
 # * **recompute, don't ask autograd**: `torch.autograd.grad`, `.backward()` and

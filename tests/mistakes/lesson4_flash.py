@@ -105,6 +105,16 @@ def chunked_without_chunks(query, key, value, *, is_causal=False, scale=None, ch
     return torch.softmax(scores, dim=-1) @ value
 
 
+def chunked_in_numpy(query, key, value, *, is_causal=False, scale=None, chunk_size=1024):
+    import numpy as np
+
+    scores = query.numpy() @ key.transpose(-2, -1).numpy() * _scale(query, scale)  # every row at once, in numpy
+    if is_causal:
+        scores = np.where(np.triu(np.ones(scores.shape[-2:], dtype=bool), 1), -np.inf, scores)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return torch.from_numpy(weights / weights.sum(axis=-1, keepdims=True)) @ value
+
+
 def chunked_with_the_whole_causal_mask(query, key, value, *, is_causal=False, scale=None, chunk_size=1024):
     n_q, n_k = query.shape[-2], key.shape[-2]
     future = torch.ones(n_q, n_k, dtype=torch.bool).triu(1)  # built once for every chunk: Lq x Lk
@@ -380,6 +390,8 @@ MISTAKES = [
                  "512 x 512 tensor; at most 16,384 elements are allowed here (one chunk of 32 rows"),
     KnownMistake("chunked_attention", "the causal mask built for the whole matrix", chunked_with_the_whole_causal_mask,
                  "allocated a 512 x 512 tensor"),
+    KnownMistake("chunked_attention", "no chunks, the whole score matrix in numpy", chunked_in_numpy,
+                 "bytes in numpy arrays or Python objects at once"),
     # causal_tile_mask
     KnownMistake("causal_tile_mask", "compared with the tile's first query", tiles_by_first_query,
                  "compared with its first query"),

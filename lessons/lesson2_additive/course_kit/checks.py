@@ -35,8 +35,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import tracemalloc
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch.overrides import TorchFunctionMode
@@ -113,16 +115,47 @@ class Forbid(TorchFunctionMode):
 
 class Measure(TorchDispatchMode):
     """What a call allocates and computes, seen at the level of torch's operators: the largest tensor
-    any operator returned (not a view of another), and the multiply-adds of its matrix products."""
+    any operator returned (not a view of another), and the multiply-adds of its matrix products.
+
+    Work done outside torch is measured too, as memory: ``outside_torch_bytes`` is the peak of what
+    Python objects and numpy arrays held during the call, above what they held before it
+    (``tracemalloc``, which numpy reports its arrays' data to). A score matrix built in numpy or as
+    Python lists shows there, not among torch's tensors."""
 
     PRODUCTS = {"aten.mm.default", "aten.bmm.default", "aten.addmm.default", "aten.baddbmm.default",
                 "aten.addbmm.default", "aten.matmul.default"}
 
-    def __init__(self) -> None:
+    def __init__(self, outside_torch: bool = True) -> None:
         super().__init__()
         self.largest: tuple[int, ...] = ()
         self.largest_elements = 0
         self.matmul_flops = 0
+        self.outside_torch = outside_torch
+        self.outside_torch_bytes = 0
+        self._tracing_started = False
+        self._baseline = 0
+
+    def __enter__(self):
+        if not self.outside_torch:
+            return super().__enter__()
+        self._tracing_started = not tracemalloc.is_tracing()
+        if self._tracing_started:
+            tracemalloc.start()
+        self._baseline = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        return super().__enter__()
+
+    def __exit__(self, *exc_info):
+        try:
+            return super().__exit__(*exc_info)
+        finally:
+            if self.outside_torch:
+                self._stop_tracing()
+
+    def _stop_tracing(self) -> None:
+        self.outside_torch_bytes = max(0, tracemalloc.get_traced_memory()[1] - self._baseline)
+        if self._tracing_started:
+            tracemalloc.stop()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -148,6 +181,12 @@ def run_case(fn: Any, case: dict, forbidden: tuple[str, ...] = ()) -> dict:
     eval mode without gradients and is left as it was. The output is kept as plain tensors,
     containers and scalars: what ``torch.load(weights_only=True)`` reads back.
     """
+    if _constrained(case):
+        # A first call, not measured: torch imports hundreds of modules on a dispatch mode's first use
+        # (40 MB of Python objects), and an operator can import more on its first call. Those are
+        # not the answer's memory; the second call, measured, finds them loaded.
+        with contextlib.suppress(Exception), Forbid(forbidden), Measure(outside_torch=False):
+            _call(fn, _clone(case["args"]), _clone(case["kwargs"]), case.get("method"))
     args, kwargs = _clone(case["args"]), _clone(case["kwargs"])
     mode, measure = Forbid(forbidden), Measure() if _constrained(case) else contextlib.nullcontext()
     answer: dict[str, Any] = {}
@@ -160,6 +199,7 @@ def run_case(fn: Any, case: dict, forbidden: tuple[str, ...] = ()) -> dict:
         answer["not_implemented"] = _not_implemented(error)
     if isinstance(measure, Measure):
         answer["largest_tensor"], answer["matmul_flops"] = list(measure.largest), measure.matmul_flops
+        answer["outside_torch_bytes"] = measure.outside_torch_bytes
     answer["forbidden"] = sorted(set(mode.seen))
     answer["inputs_changed"] = not (_same(case["args"], args) and _same(case["kwargs"], kwargs))
     return answer
@@ -260,6 +300,13 @@ def judge(answer: Any, case: dict) -> str | None:
     return None if problem is None else _with_hints(problem, answer, case)
 
 
+# What a measured call may hold outside torch (Measure): two float64 copies of the largest tensor it
+# may allocate, and at least 128 KiB, for the Python objects any call creates (an honest tiled answer
+# in torch holds a few KiB; the first call in a process up to about 35 KiB).
+OUTSIDE_TORCH_BYTES_PER_ELEMENT = 16
+OUTSIDE_TORCH_FLOOR_BYTES = 128 * 1024
+
+
 def constraint_problem(answer: dict, case: dict) -> str | None:
     """Which constraint of ``case`` the call broke, and by how much, or None (see :class:`Measure`)."""
     largest, limit = answer.get("largest_tensor"), case.get("max_tensor_elements")
@@ -269,6 +316,14 @@ def constraint_problem(answer: dict, case: dict) -> str | None:
         if math.prod(largest) > limit:
             shape = " x ".join(map(str, largest))
             return (f"allocated a {shape} tensor; at most {limit:,} elements are allowed here "
+                    f"({case.get('constraint', 'the constraint of the exercise')})")
+        held = answer.get("outside_torch_bytes")
+        allowed = max(OUTSIDE_TORCH_BYTES_PER_ELEMENT * limit, OUTSIDE_TORCH_FLOOR_BYTES)
+        if not isinstance(held, int):
+            return "its memory use outside torch was not measured"
+        if held > allowed:
+            return (f"held {held:,} bytes in numpy arrays or Python objects at once; at most {allowed:,} are "
+                    f"allowed here, where torch's tensors may hold {limit:,} elements "
                     f"({case.get('constraint', 'the constraint of the exercise')})")
     flops, limit = answer.get("matmul_flops"), case.get("max_matmul_flops")
     if limit is not None:
