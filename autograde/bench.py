@@ -32,11 +32,10 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 
-from course_kit.measure import configure_malloc_for_measuring, process_memory_bytes, peak_memory_bytes
+from course_kit.measure import configure_malloc_for_measuring, peak_memory_bytes, process_memory_bytes
 
 METHODS = ("naive", "chunked", "flash", "flash_cpu", "triton", "sdpa")
 MODES = ("forward", "backward")  # "backward" means forward + backward

@@ -37,8 +37,14 @@ from pathlib import Path
 
 import nbformat
 import torch
-from nbgrader.preprocessors import (CheckCellMetadata, ClearOutput, DeduplicateIds, NbGraderPreprocessor,
-                                    OverwriteCells, OverwriteKernelspec)
+from nbgrader.preprocessors import (
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    NbGraderPreprocessor,
+    OverwriteCells,
+    OverwriteKernelspec,
+)
 from nbgrader.utils import compute_checksum
 from traitlets import Float
 

@@ -40,10 +40,9 @@ from nbgrader.preprocessors import Execute
 from sqlalchemy.exc import SAWarning
 from tqdm import tqdm
 
-from autograde.course import (NBGRADER_CONFIG, materialise_source, nbgrader_api, nbgrader_failure,
-                                       read_source_notebook)
-from autograde.feedback import add_notes, sanitize_page, write_problem_page
+from autograde.course import NBGRADER_CONFIG, materialise_source, nbgrader_api, nbgrader_failure, read_source_notebook
 from autograde.execution import JOBS, SANITIZE, SandboxedExecute, execute_job, prepare_job, run_notes
+from autograde.feedback import add_notes, sanitize_page, write_problem_page
 from autograde.kernel import Budget
 from autograde.lessons import LESSONS, Lesson
 from autograde.policy import instructor_sources
@@ -256,7 +255,8 @@ def _autograde(project: Path, submissions: Path, out: Path, lessons: tuple[Lesso
                                       api.config, db_url, lesson, student, run_limits, budget, secret,
                                       instructors[lesson.id])
                 except Exception as error:  # nbgrader's sanitizing refused it (e.g. broken cell metadata)
-                    problems.append(Problem(student, lesson.id, f"nbgrader could not read its cells ({type(error).__name__})"))
+                    problems.append(Problem(student, lesson.id,
+                                            f"nbgrader could not read its cells ({type(error).__name__})"))
                     continue
                 if job.refused:
                     problems.append(Problem(student, lesson.id, job.refused))

@@ -93,7 +93,8 @@ def _without_magics(source: str) -> str:
 
 
 def _module_aliases(notebook: nbformat.NotebookNode) -> dict[str, str]:
-    """Names bound to modules anywhere in the notebook (``import torch.nn.functional as F``: F -> torch.nn.functional)."""
+    """Names bound to modules anywhere in the notebook
+    (``import torch.nn.functional as F``: F -> torch.nn.functional)."""
     aliases: dict[str, str] = {}
     for cell in notebook.cells:
         if cell.cell_type != "code":
@@ -116,7 +117,8 @@ def _module_aliases(notebook: nbformat.NotebookNode) -> dict[str, str]:
 
 
 def _dotted(node: ast.AST, aliases: dict[str, str]) -> str | None:
-    """The dotted path an expression names, through the module aliases (``F.softmax`` -> torch.nn.functional.softmax)."""
+    """The dotted path an expression names, through the module aliases
+    (``F.softmax`` -> torch.nn.functional.softmax)."""
     parts = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -151,7 +153,8 @@ def _check(tree: ast.AST, aliases: dict[str, str], kernels: set[str]) -> list[tu
                 elif top not in ALLOWED_MODULES:
                     found.append((line, f"`import {module.rstrip('.')}`: submitted code may import only "
                                         f"{', '.join(sorted(ALLOWED_MODULES - {'__future__'}))}"))
-                elif _denied(module) or any(part.startswith("_") and part != "__future__" for part in module.split(".")):
+                elif _denied(module) or any(part.startswith("_") and part != "__future__"
+                                            for part in module.split(".")):
                     found.append((line, f"`{module}` is not allowed in submitted code"))
         elif isinstance(node, ast.Attribute):
             base_is_self = isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")

@@ -70,7 +70,7 @@ class SandboxWarning(RuntimeWarning):
     """Grading runs without isolation (no usable bubblewrap)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def isolation() -> str | None:
     """'bubblewrap' when a real sandbox works here (bwrap on PATH and a trial run succeeds), else None."""
     if not sys.platform.startswith("linux") or shutil.which("bwrap") is None:
@@ -200,7 +200,7 @@ def _tree_cpu_seconds(root: int) -> float:
     return sum(times.get(pid, 0.0) for pid in tree)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bwrap_help() -> str:
     try:
         return subprocess.run(["bwrap", "--help"], capture_output=True, text=True, timeout=10).stdout

@@ -193,5 +193,6 @@ def extra_files(found: list[tuple[str, Lesson, Path]]) -> list[Problem]:
                     others.append(relative)
         if others:
             shown_files = ", ".join(sorted(others)[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-            notes.append(Problem(student, lesson.id, f"extra files ignored (only the notebook is graded): {shown_files}"))
+            notes.append(Problem(student, lesson.id,
+                                 f"extra files ignored (only the notebook is graded): {shown_files}"))
     return notes

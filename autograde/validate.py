@@ -129,7 +129,8 @@ def validate(path: Path, progress: bool = True, cell_timeout: int = CELL_TIMEOUT
             continue
         if is_grade(cell):
             # a cell the kernel never reached has no error output; nbgrader would count it as passed
-            score, max_score = determine_grade(cell) if cell.get("execution_count") else (0, cell.metadata["nbgrader"]["points"])
+            score, max_score = (determine_grade(cell) if cell.get("execution_count")
+                                else (0, cell.metadata["nbgrader"]["points"]))
             cells.append(CellResult(cell.metadata["nbgrader"]["grade_id"], float(score or 0), max_score,
                                     "" if score == max_score else _error_text(cell) or "did not run"))
         elif (error := _error_text(cell)) and not error.startswith("NotImplementedError"):

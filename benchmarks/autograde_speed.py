@@ -26,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from autograde.grade import autograde
 from autograde.course import NBGRADER_CONFIG, materialise_source, project_root
 from autograde.demo import write_sample_submissions
+from autograde.grade import autograde
 from autograde.lessons import LESSONS
 
 

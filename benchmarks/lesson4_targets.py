@@ -69,7 +69,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--naive-memory-limit-gb", type=float, default=4.0)
     parser.add_argument("--time-only", action="store_true", help="only the paired time ratios (no table, no memory)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads for the paired times (default: torch's own)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for the paired times (default: torch's own)")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="the paired times' clock: wall (elapsed; the targets' own) or cpu (the process's CPU "
                              "time, which other jobs on a shared machine disturb far less; use with --threads 1)")
@@ -98,7 +99,8 @@ def main() -> None:
         ratios = [f / s for f, s in zip(flash_s, sdpa_s)]  # pair by pair
         ratio = statistics.median(ratios)
         label = "forward" if mode == "forward" else "forward+backward"
-        print(f"paired in one process ({args.clock} clock, {torch.get_num_threads()} threads), {label}: flash {statistics.median(flash_s) * 1e3:.1f} ms, sdpa "
+        print(f"paired in one process ({args.clock} clock, {torch.get_num_threads()} threads), {label}: "
+              f"flash {statistics.median(flash_s) * 1e3:.1f} ms, sdpa "
               f"{statistics.median(sdpa_s) * 1e3:.1f} ms (medians); flash / sdpa per pair: median {ratio:.3f}, "
               f"min {min(ratios):.3f}, max {max(ratios):.3f} over {len(ratios)} pairs")
         checks.append((f"time, {label}, N={args.time_n}: flash / sdpa (paired)", ratio, f"<= {target}",

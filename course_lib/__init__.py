@@ -22,8 +22,8 @@ from course_lib.additive import (
     general_scores,
     key_mask,
 )
-from course_lib.decoder import DecoderStepOutput, attention_decoder_step
 from course_lib.chunked import chunked_attention
+from course_lib.decoder import DecoderStepOutput, attention_decoder_step
 from course_lib.dot_product import attention_weights, scaled_dot_product_attention
 from course_lib.flash import (
     FlashAttention,

@@ -22,7 +22,8 @@ graded against the readable :mod:`course_lib.flash`.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -138,7 +139,8 @@ def flash_attention_cpu_forward(
     query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attn_mask: None = None, *,
     is_causal: bool = False, scale: float | None = None, block_q: int | None = None, block_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""FlashAttention-2's forward pass, tuned for a CPU: ``(out, lse)`` as :func:`course_lib.flash.flash_attention_forward`.
+    r"""FlashAttention-2's forward pass, tuned for a CPU: ``(out, lse)`` as
+    :func:`course_lib.flash.flash_attention_forward`.
 
     The algorithm is :func:`course_lib.flash.flash_attention_forward`'s (Dao, 2023, Algorithm 1),
     computed in base 2 where :func:`cpu_tuning` says so (scores scaled by ``scale * log2(e)``,
@@ -228,7 +230,8 @@ def flash_attention_cpu_backward(
     grad_out: torch.Tensor, *, is_causal: bool = False, scale: float | None = None,
     block_q: int | None = None, block_k: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    r"""FlashAttention-2's backward pass, tuned for a CPU: ``(dq, dk, dv)`` as :func:`course_lib.flash.flash_attention_backward`.
+    r"""FlashAttention-2's backward pass, tuned for a CPU: ``(dq, dk, dv)`` as
+    :func:`course_lib.flash.flash_attention_backward`.
 
     The algorithm is :func:`course_lib.flash.flash_attention_backward`'s (Dao, 2023, Algorithm
     2: key tiles outer, ``P`` recomputed from the log-sum-exp, ``D = rowsum(dO * O)``), in base

@@ -470,7 +470,8 @@ class MultiHeadAttention(nn.Module):
         """Copy the parameters of torch's ``nn.MultiheadAttention`` into this module (see from_torch).
         Both store weights in nn.Linear's (out, in) layout: they are copied as they are."""
         if self.num_kv_heads != self.num_heads:
-            raise ValueError("torch's nn.MultiheadAttention has no grouped-query heads: num_kv_heads must be num_heads.")
+            raise ValueError("torch's nn.MultiheadAttention has no grouped-query heads: "
+                             "num_kv_heads must be num_heads.")
         if (module.embed_dim, module.num_heads, module.kdim, module.vdim) != (
                 self.embed_dim, self.num_heads, self.kdim, self.vdim):
             raise ValueError(

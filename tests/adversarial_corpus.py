@@ -122,7 +122,7 @@ def softmax(x, dim=-1):
         if case["args"][0].shape == x.shape and torch.equal(case["args"][0], x) and case["kwargs"].get("dim", -1) == dim:
             return case["expected"].clone()
     return x.clone()
-"""
+"""  # noqa: E501
 TORCH_SOFTMAX = """
 def softmax(x, dim=-1):
     return torch.softmax(x, dim=dim)
@@ -225,7 +225,7 @@ subprocess.Popen([sys.executable, "-c", "import os, time\\nwhile True:\\n    try
                  start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 import time; time.sleep(2)
 print("forking")
-"""
+"""  # noqa: E501
 
 
 def _record_patch(body: str) -> str:
@@ -449,7 +449,8 @@ def corpus() -> list[Entry]:
         Entry("symlink_to_classmate", "the notebook a symbolic link to a classmate's", lambda c: None,
               write=linked_to(honest_copy), problem="not a regular file"),
         Entry("hardlink_to_classmate", "the notebook a hard link to a classmate's", lambda c: None,
-              write=linked_to(honest_copy, hard=True), problem="is the same file as linked_victim/lesson1_dot_product's"),
+              write=linked_to(honest_copy, hard=True),
+              problem="is the same file as linked_victim/lesson1_dot_product's"),
         Entry("symlink_to_solutions", "the notebook a symbolic link to the instructor's source", lambda c: None,
               write=linked_to(instructors_source), problem="not a regular file", absent=("BEGIN SOLUTION",)),
         Entry("hardlink_to_secret", "the notebook a hard link to the grader's secret", lambda c: None,

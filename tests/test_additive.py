@@ -11,8 +11,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from course_lib import (AdditiveAttention, Attention, AttentionOutput, DotScore, GeneralScore, additive_attention,
-                        additive_scores, dot_scores, general_scores, key_mask)
+from course_lib import (
+    AdditiveAttention,
+    Attention,
+    AttentionOutput,
+    DotScore,
+    GeneralScore,
+    additive_attention,
+    additive_scores,
+    dot_scores,
+    general_scores,
+    key_mask,
+)
 
 
 def params(g, d_q, d_k, h, dtype=torch.float32):
@@ -31,7 +41,8 @@ def plain_additive_scores(query, key, W_q, W_k, v):
 
 def test_additive_scores_match_the_formula_pair_by_pair_with_different_query_and_key_sizes():
     g = torch.Generator().manual_seed(0)
-    query, key = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(5, 7, generator=g, dtype=torch.float64)
+    query, key = (torch.randn(3, 4, generator=g, dtype=torch.float64),
+                  torch.randn(5, 7, generator=g, dtype=torch.float64))
     W_q, W_k, v = params(g, 4, 7, 6, torch.float64)
     torch.testing.assert_close(additive_scores(query, key, W_q, W_k, v), plain_additive_scores(query, key, W_q, W_k, v))
 
@@ -122,7 +133,8 @@ def test_weights_are_a_distribution_over_the_real_keys_only(batch, n_queries, n_
 
 def test_additive_scores_and_attention_pass_gradcheck_in_float64():
     g = torch.Generator().manual_seed(3)
-    inputs = [torch.randn(2, 3, 4, generator=g, dtype=torch.float64), torch.randn(2, 5, 6, generator=g, dtype=torch.float64),
+    inputs = [torch.randn(2, 3, 4, generator=g, dtype=torch.float64),
+              torch.randn(2, 5, 6, generator=g, dtype=torch.float64),
               torch.randn(2, 5, 3, generator=g, dtype=torch.float64), *params(g, 4, 6, 7, torch.float64)]
     inputs = [x.requires_grad_() for x in inputs]
     lengths = torch.tensor([5, 2])
@@ -187,7 +199,7 @@ def test_function_and_module_return_the_same_named_context_and_weights():
 
 def test_masking_options_are_keyword_only_in_one_order_everywhere():
     query, key, params_ = torch.randn(1, 1, 2), torch.randn(1, 3, 2), params(torch.Generator().manual_seed(8), 2, 2, 3)
-    mask, lengths = torch.ones(1, 1, 3, dtype=torch.bool), torch.tensor([3])
+    mask = torch.ones(1, 1, 3, dtype=torch.bool)
     with pytest.raises(TypeError):
         additive_attention(query, key, key, *params_, mask)  # positional options are refused
     with pytest.raises(TypeError):

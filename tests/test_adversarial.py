@@ -15,11 +15,19 @@ import uuid
 from pathlib import Path
 
 import pytest
+from adversarial_corpus import (
+    LESSON,
+    POINTS,
+    UNSAFE_NAMES,
+    Context,
+    corpus,
+    remove_deep_tree,
+    write_corpus,
+    write_unsafe_names,
+)
 from bs4 import BeautifulSoup
 from nbgrader.api import Gradebook
 
-from adversarial_corpus import (LESSON, POINTS, UNSAFE_NAMES, Context, corpus, remove_deep_tree, write_corpus,
-                               write_unsafe_names)
 from autograde.grade import autograde
 
 pytestmark = pytest.mark.slow  # whole classes graded
@@ -155,7 +163,8 @@ def test_gradebook_holds_exactly_the_reported_scores(graded):
         assert in_gradebook == {e.student for e in ENTRIES} - ungraded
         assert students >= in_gradebook
         for student in in_gradebook:
-            cells = {g.name: float(g.score) for g in gb.find_submission_notebook(LESSON.notebook, LESSON.id, student).grades}
+            cells = {g.name: float(g.score)
+                     for g in gb.find_submission_notebook(LESSON.notebook, LESSON.id, student).grades}
             assert cells == {c.grade_id: c.score for c in grades.cells if c.student == student}, student
             assert {g.name: float(g.max_score) for g in gb.find_submission_notebook(
                 LESSON.notebook, LESSON.id, student).grades} == {k: float(v) for k, v in POINTS.items()}

@@ -13,8 +13,8 @@ import pytest
 from conftest import every_core_busy
 
 from autograde.cli import main
-from autograde.grade import autograde
 from autograde.demo import fill_in, solution_answers
+from autograde.grade import autograde
 from autograde.lessons import LESSONS
 
 PROJECT = Path(__file__).resolve().parents[1]

@@ -13,8 +13,8 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 
-from autograde.grade import autograde
 from autograde.demo import fill_in, solution_answers
+from autograde.grade import autograde
 from autograde.lessons import LESSONS
 
 pytestmark = pytest.mark.slow  # whole classes graded

@@ -8,13 +8,21 @@ import random
 import pytest
 import torch
 
-from course_kit.data.dates import (FORMATS, SOURCE_VOCAB, TARGET_VOCAB, Vocabulary, make_batch, make_date_splits,
-                                   random_date)
+from course_kit.data.dates import (
+    FORMATS,
+    SOURCE_VOCAB,
+    TARGET_VOCAB,
+    Vocabulary,
+    make_batch,
+    make_date_splits,
+    random_date,
+)
 
 # Styles Python's strptime reads (the two-digit-year styles pivot differently from ours, at 69, so
 # they are checked by their own rule below).
 STRPTIME = {
-    "3 March 2021": "%d %B %Y", "March 3, 2021": "%B %d, %Y", "3 mar 2021": "%d %b %Y", "Wed, 3 Mar 2021": "%a, %d %b %Y",
+    "3 March 2021": "%d %B %Y", "March 3, 2021": "%B %d, %Y", "3 mar 2021": "%d %b %Y",
+    "Wed, 3 Mar 2021": "%a, %d %b %Y",
     "Wednesday, March 3, 2021": "%A, %B %d, %Y", "03/03/2021 (month/day)": "%m/%d/%Y",
     "03.03.2021 (day.month)": "%d.%m.%Y", "2021/03/03": "%Y/%m/%d", "20210303": "%Y%m%d",
 }

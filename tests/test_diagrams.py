@@ -16,7 +16,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch
 
 import course_kit.diagrams
-from course_kit.diagrams import _WEIGHT_COLOR, HEAD_COLOURS, draw_encoder_decoder_with_attention, draw_head_split, head_split_panels
+from course_kit.diagrams import (
+    _WEIGHT_COLOR,
+    HEAD_COLOURS,
+    draw_encoder_decoder_with_attention,
+    draw_head_split,
+    head_split_panels,
+)
 from course_lib import merge_heads, split_heads
 
 matplotlib.use("Agg")
@@ -25,7 +31,8 @@ matplotlib.use("Agg")
 
 def cells_read_in_order(ax):
     """The numbers of a panel's cells, read top to bottom, then left to right (the labels "head h" aside)."""
-    numbers = [(t.get_position()[1], t.get_position()[0], int(t.get_text())) for t in ax.texts if t.get_text().isdigit()]
+    numbers = [(t.get_position()[1], t.get_position()[0], int(t.get_text()))
+               for t in ax.texts if t.get_text().isdigit()]
     return [n for _, _, n in sorted(numbers)]
 
 
@@ -69,7 +76,8 @@ def test_a_width_the_heads_do_not_divide_is_refused():
 
 def test_diagrams_imports_only_numpy_matplotlib_and_the_standard_library():
     tree = ast.parse(Path(course_kit.diagrams.__file__).read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported = {alias.name.split(".")[0]
+                for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
     imported |= {node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert {name for name in imported if name not in sys.stdlib_module_names} <= {"numpy", "matplotlib"}
 

@@ -12,6 +12,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TOLERANCES
 
 from course_lib.chunked import chunked_attention
 from course_lib.flash import (
@@ -22,7 +23,6 @@ from course_lib.flash import (
 )
 from course_lib.flash_cpu import flash_attention_cpu, flash_attention_cpu_backward, flash_attention_cpu_forward
 from course_lib.triton_attention import triton_flash_attention, triton_flash_forward
-from conftest import TOLERANCES
 
 # Half precision: the fused kernel and ours both round to 11 (8) mantissa bits; errors ~1e-3 (1e-2).
 TOL = TOLERANCES  # the course's one table (course_kit.checks), by dtype
@@ -79,7 +79,7 @@ def test_flash_gradients_match_autograd_through_sdpa(impl, shape, is_causal):
     ours = torch.autograd.grad(impl[2](q, k, v, is_causal=is_causal, block_q=8, block_k=5), (q, k, v), grad_out)
     theirs = torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=is_causal), (q, k, v), grad_out)
     for name, a, b in zip("qkv", ours, theirs):
-        torch.testing.assert_close(a, b, **TOL[torch.float32], msg=lambda m: f"d{name}: {m}")
+        torch.testing.assert_close(a, b, **TOL[torch.float32], msg=lambda m, name=name: f"d{name}: {m}")
 
 
 @pytest.mark.parametrize("is_causal", [False, True], ids=["full", "causal"])

@@ -13,11 +13,11 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TOLERANCES
 
 from course_lib import flash_cpu
 from course_lib.flash import flash_attention_forward
 from course_lib.flash_cpu import cpu_block_sizes, flash_attention_cpu_forward
-from conftest import TOLERANCES
 
 TOL = TOLERANCES[torch.float32]  # the course's one table (course_kit.checks)
 

@@ -37,7 +37,8 @@ def texts(run) -> str:
 @pytest.fixture
 def busy_cores():
     """Every core kept busy by a bounded busy loop for the length of the test."""
-    loops = [subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 120\nwhile time.time() < end: pass"])
+    loops = [subprocess.Popen([sys.executable, "-c",
+                               "import time\nend = time.time() + 120\nwhile time.time() < end: pass"])
              for _ in range(2)]
     yield
     for loop in loops:

@@ -1,4 +1,5 @@
-"""Decoding with a KV cache (and RoPE) gives the outputs of one causal pass over the whole sequence; the cache's size."""
+"""Decoding with a KV cache (and RoPE) gives the outputs of one causal pass over the whole sequence;
+the cache's size."""
 
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ def rope_by_complex_numbers(x: torch.Tensor, positions: torch.Tensor) -> torch.T
 def one_causal_pass_by_torch(layer: CausalSelfAttention, x: torch.Tensor) -> torch.Tensor:
     """The whole sequence at once: torch's projections, RoPE at positions 0 .. L-1, F.sdpa with is_causal."""
     mha = layer.attention
-    heads = lambda t, n: t.unflatten(-1, (n, -1)).transpose(1, 2)  # (B, L, n * D) -> (B, n, L, D)
+    def heads(t, n):  # (B, L, n * D) -> (B, n, L, D)
+        return t.unflatten(-1, (n, -1)).transpose(1, 2)
+
     q, k, v = heads(mha.q_proj(x), mha.num_heads), heads(mha.k_proj(x), mha.num_kv_heads), heads(
         mha.v_proj(x), mha.num_kv_heads)
     positions = torch.arange(x.shape[1], dtype=torch.float64)
@@ -74,13 +77,17 @@ def test_several_new_tokens_need_the_bottom_right_mask_and_their_absolute_positi
     whole = cached_causal_attention(x, W_q, W_k, W_v, W_o, H, empty, empty)
     torch.testing.assert_close(new.output, whole.output[:, t_old:])
 
-    heads = lambda t: t.unflatten(-1, (H, -1)).transpose(1, 2)
+    def heads(t):
+        return t.unflatten(-1, (H, -1)).transpose(1, 2)
+
     positions = torch.arange(t_old, t_old + t_new, dtype=torch.float64)
     q = rope_by_complex_numbers(heads(x[:, t_old:] @ W_q.T), positions)
     k_new = rope_by_complex_numbers(heads(x[:, t_old:] @ W_k.T), positions)
     torch.testing.assert_close(new.k_cache[..., t_old:, :], k_new)  # the cache holds rotated keys
     k, v = new.k_cache, new.v_cache
-    merge = lambda t: t.transpose(1, 2).flatten(-2) @ W_o.T
+    def merge(t):
+        return t.transpose(1, 2).flatten(-2) @ W_o.T
+
     top_left = merge(F.scaled_dot_product_attention(q, k, v, is_causal=True))
     assert (top_left - new.output).abs().max() > 0.1
     bottom_right = torch.ones(t_new, t_old + t_new, dtype=torch.bool).tril(diagonal=t_old)
@@ -122,7 +129,7 @@ def test_cache_bytes_formula_matches_the_tensors_a_decoder_really_holds(num_kv_h
     stack = [CausalSelfAttention(32, 8, num_kv_heads=num_kv_heads, dtype=torch.float16) for _ in range(layers)]
     caches = [KVCache() for _ in range(layers)]
     with torch.no_grad():
-        for t in range(tokens):
+        for _t in range(tokens):
             h = torch.randn(2, 1, 32, dtype=torch.float16)
             for layer, cache in zip(stack, caches):
                 h = layer(h, cache)

@@ -70,8 +70,9 @@ def masks(kind, lq, g):
     }[kind]
 
 
-MASK_KINDS = ["none", "key_padding_mask", "bool attn_mask", "float attn_mask", "per-head bool attn_mask (B * H, Lq, Lk)",
-              "padding and float attn_mask", "is_causal", "is_causal and padding"]
+MASK_KINDS = ["none", "key_padding_mask", "bool attn_mask", "float attn_mask",
+              "per-head bool attn_mask (B * H, Lq, Lk)", "padding and float attn_mask", "is_causal",
+              "is_causal and padding"]
 ATTENTION_KINDS = {"self": (None, None), "cross": (None, None), "cross, kdim=5, vdim=7": (5, 7)}
 WEIGHTS = {"no weights": (False, True), "averaged weights": (True, True), "per-head weights": (True, False)}
 
@@ -152,8 +153,9 @@ def test_is_causal_alone_applies_the_causal_mask_torch_needs_as_attn_mask():
 
 
 @pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask and attn_mask is deprecated")
-@pytest.mark.parametrize("mask_kind", ["none", "key_padding_mask", "bool attn_mask", "per-head bool attn_mask (B * H, Lq, Lk)",
-                                       "padding and float attn_mask", "is_causal and padding"])
+@pytest.mark.parametrize("mask_kind", ["none", "key_padding_mask", "bool attn_mask",
+                                       "per-head bool attn_mask (B * H, Lq, Lk)", "padding and float attn_mask",
+                                       "is_causal and padding"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no bias"])
 def test_packed_functional_form_gives_what_torchs_module_returns(mask_kind, bias):
     theirs = torch_module(bias=bias).eval()

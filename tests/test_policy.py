@@ -13,7 +13,8 @@ from autograde.lessons import LESSONS
 from autograde.policy import check_notebook, instructor_sources
 
 PROJECT = Path(__file__).resolve().parents[1]
-SETUP = "import torch\nimport torch.nn.functional as F\nimport numpy as np\nfrom course_kit.checks import check_exercise"
+SETUP = ("import torch\nimport torch.nn.functional as F\nimport numpy as np\n"
+         "from course_kit.checks import check_exercise")
 
 
 def notebook(*sources: str, locked_setup: bool = True) -> nbformat.NotebookNode:

@@ -1,4 +1,5 @@
-"""Sinusoidal encoding against the paper's formula; RoPE against complex rotation, its relative-position property and norms."""
+"""Sinusoidal encoding against the paper's formula; RoPE against complex rotation, its relative-position property
+and norms."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def test_rope_pairs_interleaved_features_not_the_two_halves():
 @given(m=st.integers(0, 200), n=st.integers(0, 200), shift=st.integers(0, 300), half_d=st.integers(1, 16))
 def test_rope_scores_depend_only_on_the_offset(m, n, shift, half_d):
     g = torch.Generator().manual_seed(half_d)
-    q, k = torch.randn(2 * half_d, dtype=torch.float64, generator=g), torch.randn(2 * half_d, dtype=torch.float64, generator=g)
+    q, k = (torch.randn(2 * half_d, dtype=torch.float64, generator=g),
+            torch.randn(2 * half_d, dtype=torch.float64, generator=g))
 
     def score(pos_q, pos_k):
         length = max(pos_q, pos_k) + 1

@@ -12,8 +12,8 @@ import pytest
 
 from autograde.cli import main
 from autograde.demo import fill_in, solution_answers
-from autograde.validate import validate
 from autograde.lessons import LESSONS
+from autograde.validate import validate
 
 PROJECT = Path(__file__).resolve().parents[1]
 LESSON = LESSONS[0]
@@ -29,7 +29,8 @@ def lesson_copy(tmp_path) -> Path:
 
 def answer_cells(path: Path) -> list[str]:
     notebook = nbformat.read(path, as_version=4)
-    return [c.metadata["nbgrader"]["grade_id"] for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    return [c.metadata["nbgrader"]["grade_id"] for c in notebook.cells
+            if c.metadata.get("nbgrader", {}).get("solution")]
 
 
 def test_validating_the_blank_release_fails_with_one_not_implemented_line_per_exercise(lesson_copy):

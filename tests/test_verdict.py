@@ -8,9 +8,16 @@ import pickle
 import torch
 
 import course_lib
+from autograde.verdict import (
+    cell_verdict,
+    grading_cases,
+    judge_recording,
+    load_answers,
+    recorded_exercises,
+    sandbox_inputs,
+    verdict_outputs,
+)
 from course_kit.answers import answers_to
-from autograde.verdict import (cell_verdict, grading_cases, judge_recording, load_answers, recorded_exercises,
-                              sandbox_inputs, verdict_outputs)
 
 EXERCISE = "softmax"
 
@@ -72,7 +79,8 @@ def test_hidden_cases_are_the_same_for_a_student_on_every_run_and_differ_between
 
 def test_a_forbidden_call_fails_the_exercise_and_is_named(tmp_path):
     cases, path = record(tmp_path, lambda x, dim=-1: torch.softmax(x, dim))
-    assert "calls torch.softmax (or log_softmax), which this exercise does not allow" in judge_recording(EXERCISE, cases, path)
+    assert ("calls torch.softmax (or log_softmax), which this exercise does not allow"
+            in judge_recording(EXERCISE, cases, path))
     cases, path = record(tmp_path, lambda x, dim=-1: torch.ops.aten._softmax(x, dim, False))
     assert "which this exercise does not allow" in judge_recording(EXERCISE, cases, path)
 
@@ -142,7 +150,8 @@ def test_the_code_check_names_autograd_in_a_backward_that_must_recompute():
     for body in asked:
         code = f"def flash_attention_backward(q, k, v, out, lse, grad_out):\n{body}"
         assert spelled_forbidden("flash_attention_backward", code) == ["torch.autograd.grad (or .backward())"], body
-    said = 'def flash_attention_backward(q, k, v, out, lse, grad_out):\n    """not torch.autograd.grad"""  # nor .backward()\n'
+    said = ('def flash_attention_backward(q, k, v, out, lse, grad_out):\n'
+            '    """not torch.autograd.grad"""  # nor .backward()\n')
     assert spelled_forbidden("flash_attention_backward", said) == []
     assert spelled_forbidden("flash_attention_forward", "def f(q):\n    return torch.autograd.grad(q, q)\n") == []
 
@@ -176,7 +185,8 @@ def test_answers_that_unpack_to_gigabytes_are_refused_before_unpacking(tmp_path)
 
 
 def test_a_changed_notebook_gets_fresh_hidden_cases_and_the_same_one_the_same():
-    same = grading_cases(EXERCISE, "alice", "secret", "digest-1"), grading_cases(EXERCISE, "alice", "secret", "digest-1")
+    same = (grading_cases(EXERCISE, "alice", "secret", "digest-1"),
+            grading_cases(EXERCISE, "alice", "secret", "digest-1"))
     changed = grading_cases(EXERCISE, "alice", "secret", "digest-2")
     hidden = lambda cases: [c["args"][0] for c in cases if c["hidden"]]  # noqa: E731
     assert all(torch.equal(a, b) for a, b in zip(hidden(same[0]), hidden(same[1])))

@@ -2,7 +2,8 @@
 
 Instructor side only: this package never ships to students. Each lesson defines its exercises in a
 module named for the lesson (``lesson1_dot_product.py``, ...), from the pieces in ``base.py``, and
-is registered in ``LESSON_MODULES`` below. For every exercise there are two sets of inputs. The *visible* set is small, readable and fixed (seeded by the exercise's name), and aims
+is registered in ``LESSON_MODULES`` below. For every exercise there are two sets of inputs. The
+*visible* set is small, readable and fixed (seeded by the exercise's name), and aims
 at the mistakes students really make: overflow on large logits, mask polarity, a fully masked row,
 the missing 1/sqrt(d), Lq != Lk, extra batch dims. The release stores its expected outputs beside
 the notebook (``visible_cases.pt``). The *hidden* set is drawn fresh at grading time, with random
@@ -20,7 +21,8 @@ import dataclasses
 import functools
 import secrets
 import zlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

@@ -153,7 +153,8 @@ def _sdpa_visible(g):
          [randn(g, 3, 8), randn(g, 5, 8), randn(g, 5, 8)], {"is_causal": True}),
         ("a query with every key masked gives zeros",
          [randn(g, 3, 8), randn(g, 5, 8), randn(g, 5, 8), fully_masked], {}),
-        ("float64, batch (2, 3)", [randn(g, 2, 3, 4, 16, dtype=torch.float64), randn(g, 2, 3, 6, 16, dtype=torch.float64),
+        ("float64, batch (2, 3)", [randn(g, 2, 3, 4, 16, dtype=torch.float64),
+                                   randn(g, 2, 3, 6, 16, dtype=torch.float64),
                                    randn(g, 2, 3, 6, 16, dtype=torch.float64)], {}),
     ]
 

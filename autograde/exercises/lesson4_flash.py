@@ -2,8 +2,9 @@
 
 The references are course_lib's readable implementations (``course_lib.flash`` is FlashAttention-2's
 Algorithms 1 and 2 as the lesson writes them), called with the options by keyword, as the students'
-signatures take them (keyword-only after the tensors). The tiled exercises take small block sizes, so a few dozen queries already cross several tiles,
-and sizes that are not multiples of the blocks, where a missing boundary check shows.
+signatures take them (keyword-only after the tensors). The tiled exercises take small block sizes,
+so a few dozen queries already cross several tiles, and sizes that are not multiples of the blocks,
+where a missing boundary check shows.
 
 The Triton exercises grade a kernel, launched by the student kit's launcher
 (``course_kit.triton_launch``), on tiny shapes: on a machine without CUDA it runs under Triton's

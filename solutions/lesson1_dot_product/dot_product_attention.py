@@ -56,8 +56,8 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from course_kit.data.regression import make_regression_data
 from course_kit.checks import check_exercise
+from course_kit.data.regression import make_regression_data
 from course_kit.plotting import plot_attention
 
 torch.manual_seed(0)  # the same random numbers, and so the same pictures, on every run

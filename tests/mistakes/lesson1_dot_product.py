@@ -12,7 +12,6 @@ import torch
 
 from mistakes import KnownMistake
 
-
 # --- exercise 1: softmax -------------------------------------------------------------------------
 
 def softmax_without_the_shift(x, dim=-1):
@@ -251,7 +250,8 @@ MISTAKES = [
     KnownMistake("scaled_dot_product_attention", "no 1/sqrt(d)",
                  attention(lambda scale, d: 1.0 if scale is None else scale), SQRT_D),
     KnownMistake("scaled_dot_product_attention", "divided by d, not sqrt(d)",
-                 attention(lambda scale, d: 1 / d if scale is None else scale), "the default scale is 1/sqrt(d_k), not 1/d_k"),
+                 attention(lambda scale, d: 1 / d if scale is None else scale),
+                 "the default scale is 1/sqrt(d_k), not 1/d_k"),
     KnownMistake("scaled_dot_product_attention", "custom scale ignored",
                  attention(lambda scale, d: 1 / math.sqrt(d)), "the scale argument is ignored"),
     KnownMistake("scaled_dot_product_attention", "divided by the custom scale",

@@ -169,8 +169,8 @@ def _draw_panel(ax: Axes, cells: np.ndarray, embed_dim: int, head_dim: int, titl
     ax.set_xlim(0, width)
     ax.set_ylim(height, 0)
     ax.set_axis_off()
-    lines = title.replace(": ", ":\n", 1).replace("D), no", "D),\nno") if title.startswith(("split", "merge", "wrong")) \
-        else title
+    lines = (title.replace(": ", ":\n", 1).replace("D), no", "D),\nno")
+             if title.startswith(("split", "merge", "wrong")) else title)
     ax.set_title(lines, fontsize=9, color="#c0392b" if title.startswith("wrong") else "black")
 
 
@@ -344,7 +344,7 @@ def plot_flash_tiles(n_q: int, n_k: int, block_q: int, block_k: int, *, is_causa
     for i, q_start in enumerate(range(0, n_q, block_q)):
         q_stop = min(q_start + block_q, n_q)
         step = 0
-        for j, k_start in enumerate(range(0, n_k, block_k)):
+        for _j, k_start in enumerate(range(0, n_k, block_k)):
             k_stop = min(k_start + block_k, n_k)
             n_tiles += 1
             if not is_causal or k_stop - 1 <= q_start:
@@ -382,7 +382,8 @@ def plot_flash_tiles(n_q: int, n_k: int, block_q: int, block_k: int, *, is_causa
     key.append(Line2D([], [], linestyle="none", marker="$n$", markersize=8, color="black",
                       label="n: the step at which its\nprogram computes it"))
     if is_causal:
-        key.append(Line2D([], [], color="#c44e52", linewidth=1.5, label="causal boundary: the keys\nleft of it are visible"))
+        key.append(Line2D([], [], color="#c44e52", linewidth=1.5,
+                          label="causal boundary: the keys\nleft of it are visible"))
     fig.legend(handles=key, loc="outside right upper", fontsize=8, title="key", title_fontsize=9, frameon=False)
     return fig
 
@@ -452,7 +453,8 @@ def plot_online_softmax_state(scores, values, block_size: int, *, panel_size: fl
                               xytext=(5, 3), ha="left", va="bottom", fontsize=7, color="#c44e52")
     ax_state.plot(ends, ls, "o-", color="#4c72b0", label="running sum $\\ell$")
     ax_state.plot(ends, accs, "s-", color="#dd8452", label="accumulator acc (first feature)")
-    ax_state.plot([], [], "o", mfc="white", color="gray", markersize=5, label="shrunk by α = exp(m_old - m_new)\nbefore the block is added")
+    ax_state.plot([], [], "o", mfc="white", color="gray", markersize=5,
+                  label="shrunk by α = exp(m_old - m_new)\nbefore the block is added")
     ax_state.axhline(0, color="black", linewidth=0.5)
     ax_state.set_ylabel("state")
     ax_state.legend(fontsize=7, loc="best")
