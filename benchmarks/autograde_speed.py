@@ -2,14 +2,14 @@
 
     python benchmarks/autograde_speed.py [--per-lesson 20] [--jobs N] [--lesson ID ...]
 
-The class: ``--per-lesson`` students for every lesson, cycling through the four sample
-submissions (``full_marks``, ``blank``, ``partly_right``, ``wrong``; autograde/samples). Both
-graders start from nothing (a fresh course folder, ``generate_assignment`` included) and grade
-every submission; the plain one is nbgrader's own command line, ``nbgrader autograde LESSON`` for
-each lesson, in a course folder with the course's nbgrader configuration (its kernel runs every
-hidden test in the student's process, unsandboxed, one notebook at a time). Prints both wall
-times and CPU times, their ratio, the ratio the machine's cores would allow at most given plain
-nbgrader's CPU time, and whether both gave every student the same total.
+The class: ``--per-lesson`` students for every lesson, cycling through the sample submissions of
+the lesson (``full_marks``, ``blank``, ``partly_right``, ``wrong``, and Lesson 4's ``no_tiling``;
+autograde/samples). Both graders start from nothing (a fresh course folder, ``generate_assignment``
+included) and grade every submission; the plain one is nbgrader's own command line, ``nbgrader
+autograde LESSON`` for each lesson, in a course folder with the course's nbgrader configuration
+(its kernel runs every hidden test in the student's process, unsandboxed, one notebook at a time).
+Prints both wall times and CPU times, their ratio, the ratio the machine's cores would allow at
+most given plain nbgrader's CPU time, and whether both gave every student the same total.
 """
 
 from __future__ import annotations
@@ -33,11 +33,12 @@ from autograde.lessons import LESSONS
 
 
 def generated_class(project: Path, dest: Path, per_lesson: int, lessons) -> Path:
-    """``per_lesson`` students per lesson, ``student_00`` ..., each a copy of one of the four samples."""
+    """``per_lesson`` students per lesson, ``student_00`` ..., each a copy of one of the lesson's samples
+    (four in each lesson, and Lesson 4's fifth, ``no_tiling``), in turn."""
     samples = write_sample_submissions(project, project / "lessons", dest / "samples", lessons)
-    names = sorted(p.name for p in samples.iterdir())
-    for i in range(per_lesson):
-        for lesson in lessons:
+    for lesson in lessons:
+        names = sorted(p.name for p in samples.iterdir() if (p / lesson.id).is_dir())
+        for i in range(per_lesson):
             folder = dest / "class" / f"student_{i:02d}" / lesson.id
             folder.mkdir(parents=True)
             shutil.copyfile(samples / names[i % len(names)] / lesson.id / f"{lesson.notebook}.ipynb",

@@ -355,6 +355,23 @@ def test_lesson4_long_cases_hold_the_inputs_and_outputs_and_not_the_score_matrix
             assert every_tile > (1 + SPARE) * case["max_matmul_flops"], case["case"]
 
 
+@pytest.mark.parametrize("name", ["trained_model", "reversal_model"])
+def test_a_trained_models_hidden_cases_are_the_same_at_every_grading(name):
+    """A trained model's grade must not depend on a draw: its hidden cases ignore the grading seed."""
+    def same(a, b):
+        if isinstance(a, torch.Tensor):
+            return isinstance(b, torch.Tensor) and torch.equal(a, b)
+        if isinstance(a, (list, tuple)):
+            return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        return a == b
+
+    first, second = hidden_cases(name, 1), hidden_cases(name, 2**30 + 7)
+    assert same([(c["case"], c["args"], c.get("expected")) for c in first],
+                [(c["case"], c["args"], c.get("expected")) for c in second])
+
+
 def test_hidden_failure_names_the_seed_to_reproduce_it():
     with pytest.raises(CheckFailed, match=r"hidden cases drawn with seed 7\)$"):
         check_against_reference("softmax", MISTAKES["softmax"], seed=7)
