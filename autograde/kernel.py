@@ -119,27 +119,51 @@ class SandboxedKernel:
             self.client.stop_channels()
 
     def wait_until_ready(self) -> None:
-        """Wait for the kernel's first reply (kernel_info); raise KernelStartFailed if it dies or idles."""
+        """Wait until the kernel answers a kernel_info request on the shell channel and its iopub channel
+        is heard from; raise KernelStartFailed if it dies or idles.
+
+        The iopub channel is a subscription, connected in the background: what the kernel publishes
+        before it is connected is lost (zmq's "slow joiner"). On a loaded machine the shell reply can
+        come first, and a first cell's output was then lost (3 of 12 starts with both cores busy).
+        Each kernel_info request makes the kernel publish its busy and idle status, so the requests
+        go on until one of those arrives."""
         start, cpu0 = time.monotonic(), self.process.cpu_seconds()
         asked, sent_at = {self.client.kernel_info()}, time.monotonic()
-        while True:
-            try:
-                reply = self.client.get_shell_msg(timeout=POLL_SECONDS)
-                if reply["parent_header"].get("msg_id") in asked:
-                    break
-            except Empty:
-                pass
+        replied = heard = False
+        while not (replied and heard):
+            if not replied:
+                try:
+                    reply = self.client.get_shell_msg(timeout=POLL_SECONDS)
+                    replied = reply["parent_header"].get("msg_id") in asked
+                except Empty:
+                    pass
+            heard = heard or self._heard_on_iopub(asked, 0.0 if not replied else POLL_SECONDS)
+            if replied and heard:
+                break
             if not self.process.alive():
                 raise KernelStartFailed(f"the kernel exited while starting: {self.process.output()[-300:].strip()}")
             cpu = self.process.cpu_seconds() - cpu0
             if time.monotonic() - start > self.budget.clock_allowance(min(cpu, STARTUP_CPU_SECONDS)):
                 raise KernelStartFailed(f"the kernel did not answer within {time.monotonic() - start:.0f} s "
                                         f"({cpu:.1f} s of CPU)")
-            if time.monotonic() - sent_at > 2:  # a request can be lost while the sockets connect: ask again
+            # a request can be lost while the sockets connect, and so can its status: ask again
+            if time.monotonic() - sent_at > (0.5 if replied else 2):
                 asked.add(self.client.kernel_info())
                 sent_at = time.monotonic()
-        while self._drain_iopub(0.0):  # its start-up status messages
+        while self._drain_iopub(0.0):  # the rest of its start-up status messages
             pass
+
+    def _heard_on_iopub(self, asked: set[str], timeout: float) -> bool:
+        """Whether an iopub message waiting (``timeout`` for the first) answers one of the ``asked`` requests."""
+        heard = False
+        while True:
+            try:
+                message = self.client.get_iopub_msg(timeout=timeout)
+            except Empty:
+                return heard
+            timeout = 0.0
+            parent = message.get("parent_header") if isinstance(message, dict) else None
+            heard = heard or (isinstance(parent, dict) and parent.get("msg_id") in asked)
 
     def run_cell(self, source: str, cpu_left: float = float("inf"), clock_left: float = float("inf")) -> CellRun:
         """Run one cell to its end, interrupting it past its CPU time (or the ``cpu_left`` of the
