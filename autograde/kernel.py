@@ -130,7 +130,7 @@ class SandboxedKernel:
         start, cpu0 = time.monotonic(), self.process.cpu_seconds()
         asked, sent_at = {self.client.kernel_info()}, time.monotonic()
         replied = heard = False
-        while not (replied and heard):
+        while True:
             if not replied:
                 try:
                     reply = self.client.get_shell_msg(timeout=POLL_SECONDS)

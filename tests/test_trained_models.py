@@ -36,14 +36,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def solution_model(lesson: str, seed: int = 0, **replace):
-    """The model the solution notebook of ``lesson`` trains with ``seed``; ``replace`` swaps names of the
-    notebook's namespace before its training cell runs (a student's mistaken function, say)."""
-    exercise = trained_models.EXERCISES[lesson]
-    namespace, cell = trained_models.notebook_until(exercise.source, exercise.training_cell)
-    namespace.update(replace)
-    runs = {"lesson2_additive": trained_models.lesson2_runs, "lesson3_multihead": trained_models.lesson3_runs}
-    (_, model, _), = runs[lesson](namespace, cell, [seed])
+def solution_model(lesson: str, edit=None):
+    """The notebook's namespace and the model its solution trains with seed 0 (``edit``: see trained)."""
+    (namespace, _, model, _), = trained_models.trained(lesson, [0], edit)
     return namespace, model
 
 
@@ -63,12 +58,15 @@ def test_lesson3_solution_reverses_above_the_threshold_and_passes_the_grader():
 
 def test_a_transformer_scaling_by_sqrt_E_learns_to_reverse_yet_fails_the_graders_check():
     """Scores divided by sqrt(E) instead of sqrt(D = E / H): the same as the queries divided by sqrt(H)."""
-    def multihead_scaled_by_sqrt_e(query, key, value, W_q, W_k, W_v, W_o, num_heads, **options):
-        return right(query, key, value, W_q / math.sqrt(num_heads), W_k, W_v, W_o, num_heads, **options)
+    def scaled_by_sqrt_e(namespace):
+        right = namespace["multihead_attention"]
 
-    exercise = trained_models.EXERCISES["lesson3_multihead"]
-    right = trained_models.notebook_until(exercise.source, exercise.training_cell)[0]["multihead_attention"]
-    namespace, model = solution_model("lesson3_multihead", multihead_attention=multihead_scaled_by_sqrt_e)
+        def multihead_attention(query, key, value, W_q, W_k, W_v, W_o, num_heads, **options):
+            return right(query, key, value, W_q / math.sqrt(num_heads), W_k, W_v, W_o, num_heads, **options)
+
+        namespace["multihead_attention"] = multihead_attention
+
+    namespace, model = solution_model("lesson3_multihead", edit=scaled_by_sqrt_e)
     visible, _ = trained_models.lesson3_scores(namespace, model)
     assert visible >= MIN_SEQUENCE_ACCURACY  # it learned the task: accuracy alone cannot tell it apart
     with pytest.raises(CheckFailed, match="does not compute what the notebook's TinyTransformer computes"):

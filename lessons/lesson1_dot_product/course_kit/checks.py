@@ -150,12 +150,9 @@ class Measure(TorchDispatchMode):
             return super().__exit__(*exc_info)
         finally:
             if self.outside_torch:
-                self._stop_tracing()
-
-    def _stop_tracing(self) -> None:
-        self.outside_torch_bytes = max(0, tracemalloc.get_traced_memory()[1] - self._baseline)
-        if self._tracing_started:
-            tracemalloc.stop()
+                self.outside_torch_bytes = max(0, tracemalloc.get_traced_memory()[1] - self._baseline)
+                if self._tracing_started:
+                    tracemalloc.stop()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
